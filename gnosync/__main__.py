@@ -1,0 +1,3 @@
+from gnosync.cli import main
+
+main()

@@ -1,0 +1,233 @@
+"""The ``gnosync`` command: run, sync, status, migrate, devnet.
+
+Every failure a user can cause or fix (a bad flag, DSN or URL, an unreachable source, a
+chain mismatch) ends as one line on stderr and a non-zero exit; nothing half-written is
+left behind because every write is one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator, TypeVar
+
+import click
+import orjson
+
+from gnosync.errors import ConfigError, GnosyncError, SourceError
+from gnosync.observe.logs import configure_logging
+from gnosync.retry import RetryPolicy
+from gnosync.settings import Settings, load_settings
+from gnosync.source.client import SourceClient
+from gnosync.store import Store
+from gnosync.sync.loop import Follower, sync_range
+from gnosync.sync.syncer import Syncer
+
+T = TypeVar("T")
+
+NO_SOURCE = (
+    "no chain source: give --source URL or set GNOSYNC_SOURCE to a tx-indexer GraphQL URL"
+    " (e.g. http://127.0.0.1:8546/graphql/query); `gnosync devnet` serves a test chain"
+)
+
+
+def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML config file."),
+        click.option("--db", help="PostgreSQL DSN [env GNOSYNC_DB]; embedded PostgreSQL when unset."),
+        click.option("--db-schema", help="PostgreSQL schema to write [default: indexer]."),
+        click.option("--source", help="tx-indexer GraphQL URL [env GNOSYNC_SOURCE]."),
+        click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True),
+        click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _settings(config: Path | None, log_level: str, log_format: str, **flags: Any) -> Settings:
+    configure_logging(log_level, log_format)
+    return load_settings(config, **flags)
+
+
+def _run(main: Awaitable[T]) -> T:
+    return asyncio.run(main)
+
+
+async def _dsn(settings: Settings) -> str:
+    if settings.db:
+        return settings.db
+    from gnosync.store.embedded import start_embedded
+
+    dsn, data_dir = await asyncio.to_thread(start_embedded, settings.data_dir)
+    click.echo(f"gnosync: using embedded PostgreSQL in {data_dir} (set --db or GNOSYNC_DB to use your own)", err=True)
+    return dsn
+
+
+@asynccontextmanager
+async def _store(settings: Settings, *, migrate: bool) -> AsyncIterator[Store]:
+    store = await Store.connect(await _dsn(settings), schema=settings.db_schema, component=settings.component)
+    try:
+        if migrate:
+            await store.migrate()
+        yield store
+    finally:
+        await store.close()
+
+
+def _source(settings: Settings, timeout: float | None = None) -> SourceClient:
+    if not settings.source:
+        raise ConfigError(NO_SOURCE)
+    return SourceClient(settings.source, timeout=timeout or settings.request_timeout)
+
+
+def _policy(settings: Settings, *, attempts: int | None) -> RetryPolicy:
+    return RetryPolicy(initial=settings.retry_initial, maximum=settings.retry_max, attempts=attempts)
+
+
+class _Group(click.Group):
+    """Turns usage errors into one line, like every other gnosync error."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+            click.echo(f"gnosync: error: {exc.format_message()}{hint}", err=True)
+            sys.exit(2)
+        except click.Abort:
+            sys.exit(130)
+        except GnosyncError as exc:
+            click.echo(f"gnosync: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="gnosync")
+def main() -> None:
+    """Keep a PostgreSQL copy of a Gno.land chain in sync with a tx-indexer."""
+
+
+@main.command()
+@_common
+@click.option("--batch-size", type=int, help="Blocks per batch [default: 1000].")
+@click.option("--interval", type=float, help="Seconds between polls at the tip [default: 1].")
+@click.option("--start-height", type=int, help="First height of a new sync [default: the lowest served].")
+def run(**flags: Any) -> None:
+    """Sync to the tip, then follow it until stopped (SIGINT/SIGTERM)."""
+    settings = _settings(**flags)
+
+    async def main() -> None:
+        async with _source(settings) as source, _store(settings, migrate=True) as store:
+            await source.check()
+            state = await store.state.get_state()
+            syncer = Syncer(source, store, chain_id=state.chain_id if state else None)
+            follower = Follower(
+                syncer,
+                batch_size=settings.batch_size,
+                interval=settings.interval,
+                policy=_policy(settings, attempts=None),
+                start_height=settings.start_height,
+            )
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, follower.stop)
+            await follower.run()
+
+    _run(main())
+
+
+@main.command("sync")
+@_common
+@click.option("--from", "start", type=click.IntRange(min=0), required=True, help="First height.")
+@click.option("--to", "end", type=click.IntRange(min=0), required=True, help="Last height (inclusive).")
+@click.option("--batch-size", type=int, help="Blocks per batch [default: 1000].")
+def sync_command(start: int, end: int, **flags: Any) -> None:
+    """Sync exactly heights FROM..TO once and exit."""
+    if end < start:
+        raise click.BadParameter(f"--to {end} is below --from {start}", param_hint="--to")
+    settings = _settings(**flags)
+
+    async def main() -> int:
+        async with _source(settings) as source, _store(settings, migrate=True) as store:
+            tip = await source.check()
+            if end > tip:
+                raise ConfigError(f"--to {end} is above the source's latest height {tip}")
+            state = await store.state.get_state()
+            syncer = Syncer(source, store, chain_id=state.chain_id if state else None)
+            policy = _policy(settings, attempts=settings.retry_attempts)
+            return await sync_range(syncer, start, end, batch_size=settings.batch_size, policy=policy)
+
+    added = _run(main())
+    click.echo(f"gnosync: heights {start}..{end} in sync ({added} blocks added)", err=True)
+
+
+@main.command()
+@_common
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(as_json: bool, **flags: Any) -> None:
+    """Show the sync state stored in the database, and the lag behind the source."""
+    settings = _settings(**flags)
+
+    async def main() -> dict[str, Any]:
+        async with _store(settings, migrate=False) as store:
+            state = await store.state.get_state()
+        report: dict[str, Any] = {"component": settings.component}
+        if state is not None:
+            report.update(state.to_json_dict())
+        else:
+            report.update(last_block_h=None, status="never synced")
+        report["source_height"] = None
+        report["lag"] = None
+        if settings.source:
+            try:
+                async with SourceClient(settings.source, timeout=5.0) as source:
+                    report["source_height"] = await source.latest_height()
+            except SourceError as exc:
+                report["source_error"] = str(exc)
+        if report["source_height"] is not None and report.get("last_block_h") is not None:
+            report["lag"] = report["source_height"] - report["last_block_h"]
+        return report
+
+    report = _run(main())
+    if as_json:
+        click.echo(orjson.dumps(report).decode())
+        return
+    width = max(len(key) for key in report)
+    for key, value in report.items():
+        click.echo(f"{key:<{width}}  {'-' if value is None else value}")
+
+
+@main.command()
+@_common
+def migrate(**flags: Any) -> None:
+    """Create or upgrade the database schema."""
+    settings = _settings(**flags)
+
+    async def main() -> list[str]:
+        async with _store(settings, migrate=False) as store:
+            return await store.migrate()
+
+    applied = _run(main())
+    click.echo(f"gnosync: applied {', '.join(applied)}" if applied else "gnosync: schema is up to date", err=True)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8546, show_default=True)
+@click.option("--blocks", type=click.IntRange(min=1), default=1000, show_default=True, help="Initial tip height.")
+@click.option("--block-time", type=click.FloatRange(min=0, min_open=True), help="Grow by one block every S seconds.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--chain-id", default="dev", show_default=True)
+@click.option("--no-genesis", is_flag=True, help="Start at height 1 instead of serving a genesis block.")
+@click.option("--txs", "txs_files", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True, help="Amino-JSON transactions (jsonl) to place on the chain.")
+@click.option("--max-elements", type=click.IntRange(min=1), default=10_000, show_default=True, help="Per-query result cap.")
+def devnet(**options: Any) -> None:
+    """Serve a deterministic tx-indexer-compatible test chain over HTTP."""
+    from gnosync.devnet import serve_forever
+
+    serve_forever(**options)

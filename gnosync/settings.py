@@ -1,0 +1,99 @@
+"""One settings object: command-line flags, then ``GNOSYNC_*`` variables, then a TOML
+config file, then the defaults below.
+
+The config file is ``--config PATH`` or ``GNOSYNC_CONFIG``; without either,
+``<user config dir>/gnosync/gnosync.toml`` is read when it exists. Keys are the field
+names below (``source``, ``db``, ``batch_size``, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from gnosync.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path(platformdirs.user_config_dir("gnosync")) / "gnosync.toml"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GNOSYNC_", extra="forbid")
+
+    source: str | None = Field(None, description="tx-indexer GraphQL URL")
+    db: str | None = Field(None, description="PostgreSQL DSN; embedded PostgreSQL when unset")
+    db_schema: str = Field("indexer", description="PostgreSQL schema gnosync writes")
+    component: str = Field("block_sync", description="app_state row this process owns")
+    batch_size: int = Field(1000, ge=1, le=1_000_000, description="blocks per batch")
+    interval: float = Field(1.0, gt=0, description="seconds between polls at the tip")
+    start_height: int | None = Field(None, ge=0, description="first height of a new sync")
+    request_timeout: float = Field(30.0, gt=0, description="seconds per source request")
+    retry_initial: float = Field(0.2, gt=0, description="first retry delay, seconds")
+    retry_max: float = Field(5.0, gt=0, description="longest retry delay, seconds")
+    retry_attempts: int = Field(8, ge=1, description="tries per batch for one-shot commands")
+    data_dir: Path | None = Field(None, description="embedded PostgreSQL data directory")
+
+    @field_validator("source")
+    @classmethod
+    def _source_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def config_file(explicit: Path | None) -> Path | None:
+    """The config file to read: ``explicit``, else ``GNOSYNC_CONFIG``, else the default
+    one when it exists."""
+    path = explicit or (
+        Path(os.environ["GNOSYNC_CONFIG"]) if os.environ.get("GNOSYNC_CONFIG") else None
+    )
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; fix --config or GNOSYNC_CONFIG")
+        return path
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def load_settings(config: Path | None = None, **flags: Any) -> Settings:
+    """Settings from ``flags`` (None means "not given"), the environment and the file.
+
+    Raises ``ConfigError`` naming the first bad value and where it came from.
+    """
+    given = {key: value for key, value in flags.items() if value is not None}
+    path = config_file(config)
+    settings_cls = Settings
+    if path is not None:
+        settings_cls = type(
+            "Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}}
+        )
+    try:
+        return settings_cls(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "settings"
+        raise ConfigError(
+            f"invalid setting {field}: {first['msg']}"
+            f" (from --{field.replace('_', '-')}, GNOSYNC_{field.upper()} or the config file)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc}") from None

@@ -1,0 +1,274 @@
+"""The tx-indexer GraphQL client: heights, blocks and transactions of inclusive ranges.
+
+Ranges are complete or the call fails: a capped answer (the server's "max elements per
+query" error, or exactly ``max_elements`` results) is split and fetched again, never
+taken as the whole range. Every failure is a :class:`SourceError` that says whether a
+retry can help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import msgspec
+import orjson
+
+from gnosync.errors import NotATxIndexer, SourceError
+from gnosync.source import queries
+from gnosync.sync.model import Block, Transaction
+
+SERVER_CAP = 10_000  # tx-indexer's per-query element limit
+CAP_MESSAGE = "max elements per query"
+
+D = TypeVar("D")
+
+
+class _GraphQLError(msgspec.Struct):
+    message: str
+
+
+class _LatestData(msgspec.Struct):
+    latestBlockHeight: int
+
+
+class _BlocksData(msgspec.Struct):
+    getBlocks: list[Block] | None
+
+
+class _Height(msgspec.Struct):
+    height: int
+
+
+class _HeightsData(msgspec.Struct):
+    getBlocks: list[_Height] | None
+
+
+class _TransactionsData(msgspec.Struct):
+    getTransactions: list[Transaction] | None
+
+
+def _envelope(data_type: type) -> type:
+    return msgspec.defstruct(
+        "Envelope",
+        [("data", data_type | None, None), ("errors", list[_GraphQLError] | None, None)],
+    )
+
+
+_ENVELOPES = {
+    kind: msgspec.json.Decoder(_envelope(kind))
+    for kind in (_LatestData, _BlocksData, _HeightsData, _TransactionsData)
+}
+
+
+def graphql_url(url: str) -> str:
+    """The query endpoint for ``url``: a bare host gets tx-indexer's ``/graphql/query``."""
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if path in ("", "/"):
+        path = "/graphql/query"
+    elif path == "/graphql":
+        path = "/graphql/query"
+    return urlunsplit(parts._replace(path=path))
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: rare for these servers; the backoff covers it
+
+
+class SourceClient:
+    """One tx-indexer endpoint. Use as ``async with SourceClient(url) as source``."""
+
+    def __init__(self, url: str, *, timeout: float = 30.0, max_elements: int = SERVER_CAP):
+        self.url = graphql_url(url)
+        self.max_elements = max_elements
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout, connect=min(10.0, timeout), sock_read=timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> SourceClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                headers={"Content-Type": "application/json", "User-Agent": "gnosync"},
+                json_serialize=lambda obj: orjson.dumps(obj).decode(),
+            )
+        return self._session
+
+    async def _post(self, document: str, variables: dict[str, Any]) -> bytes:
+        payload = orjson.dumps({"query": document, "variables": variables})
+        try:
+            async with self._http().post(self.url, data=payload) as response:
+                body = await response.read()
+                status = response.status
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+                content_type = response.headers.get("Content-Type", "")
+        except asyncio.TimeoutError:
+            raise SourceError(
+                f"source {self.url} did not answer within {self._timeout.total:g}s",
+                retryable=True,
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise SourceError(
+                f"cannot reach source {self.url}: {exc.os_error.strerror or exc}",
+                retryable=True,
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise SourceError(
+                f"connection to source {self.url} failed: {type(exc).__name__}: {exc}",
+                retryable=True,
+            ) from None
+        if status == 429 or status >= 500:
+            raise SourceError(
+                f"source {self.url} answered HTTP {status}",
+                retryable=True,
+                retry_after=retry_after,
+            )
+        if status == 422 and "json" in content_type:
+            raise SourceError(
+                f"source {self.url} rejected gnosync's query ({_first_error(body)});"
+                " is it a tx-indexer with a compatible schema?",
+                retryable=False,
+            )
+        if status != 200:
+            raise NotATxIndexer(
+                f"{self.url} is not a tx-indexer GraphQL endpoint (HTTP {status});"
+                " give the tx-indexer URL, e.g. http://host:8546/graphql/query"
+            )
+        return body
+
+    async def _query(
+        self, document: str, variables: dict[str, Any], kind: type[D]
+    ) -> tuple[D, bool]:
+        """Run a query; return its data and whether the server's cap cut it short."""
+        body = await self._post(document, variables)
+        try:
+            envelope = _ENVELOPES[kind].decode(body)
+        except msgspec.DecodeError as exc:
+            raise _malformed(self.url, body, exc) from None
+        capped = False
+        if envelope.errors:
+            messages = "; ".join(error.message for error in envelope.errors)
+            if not all(CAP_MESSAGE in error.message for error in envelope.errors):
+                raise SourceError(f"source {self.url} returned errors: {messages}", retryable=True)
+            capped = True
+        if envelope.data is None:
+            raise SourceError(f"source {self.url} returned no data", retryable=True)
+        return envelope.data, capped
+
+    async def check(self) -> int:
+        """The source's height, or ``NotATxIndexer`` when the URL is something else."""
+        try:
+            return await self.latest_height()
+        except MalformedResponse as exc:
+            raise NotATxIndexer(str(exc)) from None
+
+    async def latest_height(self) -> int:
+        data, _ = await self._query(queries.LATEST_HEIGHT, {}, _LatestData)
+        return data.latestBlockHeight
+
+    async def lowest_height(self, tip: int) -> int | None:
+        """The lowest height the source serves (0 when it serves genesis), None if none.
+
+        A capped answer still starts at the lowest height, so one query suffices.
+        """
+        variables = {"where": queries.blocks_where(0, tip)}
+        data, _ = await self._query(queries.BLOCK_HEIGHTS, variables, _HeightsData)
+        heights = data.getBlocks or []
+        return heights[0].height if heights else None
+
+    async def blocks(self, start: int, end: int) -> list[Block]:
+        """Blocks ``start..end`` in height order, as served; the caller validates that
+        the range is complete."""
+        result: list[Block] = []
+        step = self.max_elements
+        for chunk_start in range(start, end + 1, step):
+            chunk_end = min(end, chunk_start + step - 1)
+            result.extend(await self._blocks(chunk_start, chunk_end))
+        return result
+
+    async def _blocks(self, start: int, end: int) -> list[Block]:
+        data, capped = await self._query(
+            queries.BLOCKS, {"where": queries.blocks_where(start, end)}, _BlocksData
+        )
+        blocks = data.getBlocks or []
+        if (capped or len(blocks) >= self.max_elements) and start < end:
+            middle = (start + end) // 2
+            return await self._blocks(start, middle) + await self._blocks(middle + 1, end)
+        return blocks
+
+    async def transactions(self, start: int, end: int) -> list[Transaction]:
+        """All transactions of heights ``start..end``, in (height, index) order."""
+        data, capped = await self._query(
+            queries.TRANSACTIONS,
+            {"where": queries.transactions_where(start, end)},
+            _TransactionsData,
+        )
+        txs = data.getTransactions or []
+        if not capped and len(txs) < self.max_elements:
+            return txs
+        if start == end:
+            return await self._transactions_of_height(start)
+        middle = (start + end) // 2
+        return await self.transactions(start, middle) + await self.transactions(middle + 1, end)
+
+    async def _transactions_of_height(self, height: int) -> list[Transaction]:
+        """One height with more transactions than the cap: page through it by index."""
+        result: list[Transaction] = []
+        after: int | None = None
+        while True:
+            where = queries.transactions_where(height, height, after_index=after)
+            data, capped = await self._query(
+                queries.TRANSACTIONS, {"where": where}, _TransactionsData
+            )
+            page = data.getTransactions or []
+            result.extend(page)
+            if not page or not (capped or len(page) >= self.max_elements):
+                return result
+            after = page[-1].index
+
+
+def _first_error(body: bytes) -> str:
+    try:
+        errors = orjson.loads(body).get("errors") or []
+        return errors[0].get("message", "unknown error") if errors else "no error message"
+    except (orjson.JSONDecodeError, AttributeError, IndexError, TypeError):
+        return "unreadable error"
+
+
+class MalformedResponse(SourceError):
+    """A 200 answer that is not the GraphQL response gnosync asked for."""
+
+    def __init__(self, message: str):
+        super().__init__(message, retryable=True)
+
+
+def _malformed(url: str, body: bytes, exc: Exception) -> MalformedResponse:
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        snippet = body[:40].decode("utf-8", "replace").strip()
+        return MalformedResponse(
+            f"{url} answered with a body that is not JSON ({snippet!r});"
+            " is it a tx-indexer GraphQL endpoint, e.g. http://host:8546/graphql/query?"
+        )
+    return MalformedResponse(f"source {url} sent a malformed answer: {exc}")

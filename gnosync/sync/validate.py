@@ -1,0 +1,141 @@
+"""Validation of a fetched batch before it may be committed. Pure functions, no I/O.
+
+A batch passes only if it is exactly the chain segment ``start..end``: every height once,
+in order, each block linked by hash to the one before it (the first one to the stored
+block below the batch), each block carrying exactly the transactions its header counts,
+all of one chain. The first failure raises :class:`BatchInvalid` naming the height and
+the check, or :class:`ChainMismatch` when the source serves another chain altogether.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from gnosync.errors import BatchInvalid, ChainMismatch
+from gnosync.sync.model import Batch, Block, BlockRef, Transaction
+
+# tx-indexer stores genesis transactions in a synthetic block 0 and cannot decode them
+# for Block.txs, so block 0 lists none of the transactions its num_txs counts. The real
+# chain also starts counting total_txs after genesis, at block 1.
+GENESIS_HEIGHT = 0
+FIRST_COUNTED_HEIGHT = 2
+
+
+def validate_batch(batch: Batch, previous: BlockRef | None, chain_id: str | None) -> None:
+    """Raise unless ``batch`` is complete and consistent.
+
+    ``previous`` is the stored block at ``batch.start - 1`` (None when nothing is stored
+    below the batch); ``chain_id`` is the chain recorded at the first sync (None before).
+    """
+    check_heights(batch.start, batch.end, batch.blocks)
+    check_chain_id(batch.blocks, chain_id or (previous.chain_id if previous else None))
+    check_links(batch.blocks, previous)
+    check_transactions(batch.start, batch.end, batch.blocks, batch.transactions)
+
+
+def check_heights(start: int, end: int, blocks: list[Block]) -> None:
+    expected = start
+    for block in blocks:
+        if block.height != expected:
+            if block.height < expected:
+                raise BatchInvalid(
+                    block.height,
+                    "heights",
+                    f"served twice or out of order in range {start}..{end}",
+                )
+            if expected <= end:
+                raise BatchInvalid(expected, "heights", f"missing from range {start}..{end}")
+            raise BatchInvalid(block.height, "heights", f"outside range {start}..{end}")
+        expected += 1
+    if expected <= end:
+        raise BatchInvalid(expected, "heights", f"missing from range {start}..{end}")
+
+
+def check_chain_id(blocks: list[Block], chain_id: str | None) -> None:
+    if not blocks:
+        return
+    expected = chain_id if chain_id is not None else blocks[0].chain_id
+    for block in blocks:
+        if block.chain_id == expected:
+            continue
+        if chain_id is not None and all(b.chain_id == block.chain_id for b in blocks):
+            raise ChainMismatch(
+                f"the source serves chain '{block.chain_id}' but the database holds chain"
+                f" '{chain_id}'; point gnosync at a source of '{chain_id}', or sync the new"
+                " chain into another database or --db-schema"
+            )
+        raise BatchInvalid(
+            block.height,
+            "chain_id",
+            f"chain id '{block.chain_id}' differs from the chain's '{expected}'",
+        )
+
+
+def check_links(blocks: list[Block], previous: BlockRef | None) -> None:
+    prev_hash = previous.hash if previous is not None else None
+    prev_height = previous.height if previous is not None else None
+    prev_total = previous.total_txs if previous is not None else None
+    for block in blocks:
+        if prev_height is not None and prev_height == block.height - 1:
+            if block.last_block_hash != prev_hash:
+                raise BatchInvalid(
+                    block.height,
+                    "last_block_hash",
+                    f"links to {block.last_block_hash!r} but block {prev_height}"
+                    f" has hash {prev_hash!r}",
+                )
+            if block.height >= FIRST_COUNTED_HEIGHT and block.total_txs != prev_total + block.num_txs:
+                raise BatchInvalid(
+                    block.height,
+                    "total_txs",
+                    f"total_txs {block.total_txs} is not block {prev_height}'s"
+                    f" {prev_total} plus num_txs {block.num_txs}",
+                )
+        if block.height != GENESIS_HEIGHT and not block.hash:
+            raise BatchInvalid(block.height, "hash", "the block has an empty hash")
+        prev_hash, prev_height, prev_total = block.hash, block.height, block.total_txs
+
+
+def check_transactions(
+    start: int, end: int, blocks: list[Block], transactions: list[Transaction]
+) -> None:
+    by_height: dict[int, list[Transaction]] = defaultdict(list)
+    seen: set[str] = set()
+    for tx in transactions:
+        if not start <= tx.block_height <= end:
+            raise BatchInvalid(
+                tx.block_height, "tx_height", f"transaction {tx.hash} is outside {start}..{end}"
+            )
+        if tx.hash in seen:
+            raise BatchInvalid(tx.block_height, "tx_hash", f"transaction {tx.hash} served twice")
+        seen.add(tx.hash)
+        by_height[tx.block_height].append(tx)
+    for block in blocks:
+        txs = by_height.pop(block.height, [])
+        if block.num_txs == 0 and not txs and not block.txs:
+            continue  # the common case on real chains: an empty block
+        if len(txs) != block.num_txs:
+            raise BatchInvalid(
+                block.height,
+                "num_txs",
+                f"the block counts {block.num_txs} transactions, the source served {len(txs)}",
+            )
+        for position, tx in enumerate(txs):
+            if tx.index != position:
+                raise BatchInvalid(
+                    block.height,
+                    "tx_index",
+                    f"transaction {tx.hash} has index {tx.index}, expected {position}",
+                )
+        listed = [entry.hash if entry is not None else None for entry in block.txs]
+        if block.height == GENESIS_HEIGHT and not listed:
+            continue
+        served = [tx.hash for tx in txs]
+        if listed != served:
+            raise BatchInvalid(
+                block.height,
+                "tx_hashes",
+                f"the block lists transactions {listed} but the source served {served}",
+            )
+    for height in sorted(by_height):
+        raise BatchInvalid(height, "tx_height", "transactions served for a block not in the batch")

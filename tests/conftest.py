@@ -1,0 +1,58 @@
+"""Shared fixtures: a real PostgreSQL server and a fresh database per test.
+
+``GNOSYNC_TEST_PG`` names a server by a DSN to any of its databases (``.ci/run`` sets it
+to the machine's PostgreSQL). Without it, an embedded PostgreSQL (pgserver) is started
+in a temporary directory for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+
+def with_database(dsn: str, database: str) -> str:
+    """``dsn`` pointing at another database of the same server."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn() -> Iterator[str]:
+    configured = os.environ.get("GNOSYNC_TEST_PG")
+    if configured:
+        yield configured
+        return
+    import pgserver
+
+    with tempfile.TemporaryDirectory(prefix="gnosync-test-pg-") as data_dir:
+        server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        yield server.get_uri()
+        server.cleanup()
+
+
+async def _admin(server_dsn: str, sql: str) -> None:
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def db_dsn(pg_server_dsn: str) -> Iterator[str]:
+    """A DSN to a new, empty database, dropped after the test."""
+    import asyncio
+
+    name = "gnosync_t_" + uuid.uuid4().hex[:12]
+    asyncio.run(_admin(pg_server_dsn, f'CREATE DATABASE "{name}"'))
+    try:
+        yield with_database(pg_server_dsn, name)
+    finally:
+        asyncio.run(_admin(pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
