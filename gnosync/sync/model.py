@@ -122,7 +122,7 @@ def format_time(moment: datetime, nanos_below_micro: int = 0) -> str:
     """The inverse of :func:`parse_time`, in tx-indexer's RFC 3339 form (UTC, ``Z``)."""
     moment = moment.astimezone(timezone.utc)
     nanos = moment.microsecond * 1000 + nanos_below_micro
-    base = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    base = moment.replace(microsecond=0, tzinfo=None).isoformat()
     if nanos:
         base += "." + f"{nanos:09d}".rstrip("0")
     return base + "Z"

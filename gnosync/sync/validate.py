@@ -36,7 +36,7 @@ def validate_batch(batch: Batch, previous: BlockRef | None, chain_id: str | None
 def check_heights(start: int, end: int, blocks: list[Block]) -> None:
     expected = start
     for block in blocks:
-        if block.height != expected:
+        if block.height != expected or block.height > end:
             if block.height < expected:
                 raise BatchInvalid(
                     block.height,
