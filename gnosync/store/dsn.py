@@ -1,0 +1,151 @@
+"""PostgreSQL connection strings: redaction for messages, and the form asyncpg takes.
+
+gnosync accepts a DSN in either of libpq's forms: a URI
+(``postgresql://user:secret@host:5432/db?sslmode=require``) or key=value pairs
+(``host=db user=gnosync password=secret dbname=chain``). asyncpg takes only the URI,
+so :func:`to_uri` converts the second form.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+REDACTED = "***"
+
+_SCHEMES = ("postgresql://", "postgres://")
+_SECRET_KEYS = ("password", "sslpassword")
+# key = value, where value is a single-quoted string (with \' and \\ escapes) or a word.
+_PAIR = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']*)")
+_QUERY_SECRET = re.compile(r"(^|&)((?:ssl)?password)=[^&]*", re.IGNORECASE)
+_PAIR_SECRET = re.compile(
+    r"(?<![A-Za-z0-9_])((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']*)", re.IGNORECASE
+)
+
+
+def is_uri(dsn: str) -> bool:
+    return dsn.strip().lower().startswith(_SCHEMES)
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with every password replaced by ``***``; safe to log or print."""
+    text = dsn.strip()
+    if not is_uri(text):
+        return _PAIR_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
+    scheme, _, rest = text.partition("://")
+    # The authority ends at the first '/', '?' or '#'; a password may hold none of them
+    # unencoded, but may hold '@' and ':' in a sloppy DSN, so split at the last '@'.
+    end = len(rest)
+    for stop in "/?#":
+        index = rest.find(stop)
+        if index != -1:
+            end = min(end, index)
+    authority, tail = rest[:end], rest[end:]
+    if "@" in authority:
+        userinfo, _, hosts = authority.rpartition("@")
+        user, colon, password = userinfo.partition(":")
+        if colon and password:
+            userinfo = f"{user}:{REDACTED}"
+        authority = f"{userinfo}@{hosts}"
+    path, question, query = tail.partition("?")
+    if question:
+        query, hash_mark, fragment = query.partition("#")
+        query = _QUERY_SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}={REDACTED}", query)
+        tail = f"{path}?{query}{hash_mark}{fragment}"
+    return f"{scheme}://{authority}{tail}"
+
+
+def parse_pairs(dsn: str) -> dict[str, str]:
+    """The settings of a key=value DSN. Raises ``ValueError`` on malformed input."""
+    settings: dict[str, str] = {}
+    position = 0
+    text = dsn.strip()
+    while position < len(text):
+        match = _PAIR.match(text, position)
+        if not match or match.end() == position:
+            raise ValueError(f"malformed connection string near {text[position:position + 20]!r}")
+        key, value = match.group(1), match.group(2)
+        if value.startswith("'"):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        settings[key] = value
+        position = match.end()
+        while position < len(text) and text[position].isspace():
+            position += 1
+    return settings
+
+
+def to_uri(dsn: str) -> str:
+    """``dsn`` as a URI asyncpg accepts. Raises ``ValueError`` on malformed input."""
+    text = dsn.strip()
+    if is_uri(text):
+        return text
+    settings = parse_pairs(text)
+    user = settings.pop("user", "")
+    password = settings.pop("password", "")
+    host = settings.pop("host", "")
+    port = settings.pop("port", "")
+    dbname = settings.pop("dbname", "")
+    query: dict[str, str] = {}
+    if host.startswith("/") or "," in host:
+        query["host"] = host
+        host = ""
+    if port and not host:
+        query["port"] = port
+        port = ""
+    query.update(settings)
+    userinfo = ""
+    if user or password:
+        userinfo = quote(user, safe="")
+        if password:
+            userinfo += ":" + quote(password, safe="")
+        userinfo += "@"
+    authority = userinfo + host + (f":{port}" if port else "")
+    uri = f"postgresql://{authority}/{quote(dbname, safe='')}"
+    if query:
+        uri += "?" + urlencode(query)
+    return uri
+
+
+def password_of(dsn: str) -> str | None:
+    """The password written in ``dsn``, if any (to scrub it from messages)."""
+    try:
+        parts = urlsplit(to_uri(dsn))
+    except ValueError:
+        return None
+    password = parts.password
+    if password:
+        return unquote(password)
+    for key, value in parse_qsl(parts.query):
+        if key == "password" and value:
+            return value
+    return None
+
+
+def describe_dsn(dsn: str) -> str:
+    """Where ``dsn`` points, as ``host:port/database``; never includes a password."""
+    try:
+        parts = urlsplit(to_uri(dsn))
+        query = dict(parse_qsl(parts.query))
+        hostinfo = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return "an unparsable DSN"
+    host, port = hostinfo, ""
+    if hostinfo and "," not in hostinfo:
+        if hostinfo.startswith("["):  # [IPv6]:port
+            bracket = hostinfo.find("]")
+            host, port = hostinfo[: bracket + 1], hostinfo[bracket + 2 :]
+        elif ":" in hostinfo:
+            host, _, port = hostinfo.rpartition(":")
+    host = unquote(host) or query.get("host") or os.environ.get("PGHOST") or "localhost"
+    port = port or query.get("port") or os.environ.get("PGPORT") or "5432"
+    user = unquote(parts.username or "") or query.get("user") or os.environ.get("PGUSER") or ""
+    database = (
+        unquote(parts.path.lstrip("/"))
+        or query.get("dbname")
+        or query.get("database")
+        or os.environ.get("PGDATABASE")
+        or user
+        or "postgres"
+    )
+    return f"{host}:{port}/{database}"
