@@ -27,7 +27,7 @@ DEFAULT_CONFIG_FILE = Path(platformdirs.user_config_dir("gnosync")) / "gnosync.t
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GNOSYNC_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="GNOSYNC_", extra="forbid", env_ignore_empty=True)
 
     source: str | None = Field(None, description="tx-indexer GraphQL URL")
     db: str | None = Field(None, description="PostgreSQL DSN; embedded PostgreSQL when unset")

@@ -56,3 +56,20 @@ def db_dsn(pg_server_dsn: str) -> Iterator[str]:
         yield with_database(pg_server_dsn, name)
     finally:
         asyncio.run(_admin(pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def devnet():
+    """Start devnets over loopback: ``chain, url = devnet(blocks=..., max_elements=...)``."""
+    from contextlib import ExitStack
+
+    from gnosync.devnet import Chain, ChainConfig, running_devnet
+
+    with ExitStack() as stack:
+
+        def start(max_elements: int = 10_000, **config):
+            chain = Chain(ChainConfig(**config))
+            url = stack.enter_context(running_devnet(chain, max_elements=max_elements))
+            return chain, url
+
+        yield start

@@ -48,18 +48,36 @@ async def sync_range(syncer: Syncer, start: int, end: int, *, batch_size: int, p
         await _record_error(state, exc)
 
     stored, new = syncer.plan_range(start, end, await syncer.store.stored_bounds())
-    if stored is not None:
-        await policy.call(lambda: syncer.verify_stored(*stored), on_retry=on_retry)
     added = 0
-    if new is not None:
-        tip = await policy.call(syncer.source.latest_height, on_retry=on_retry)
-        for first, last in batches(new[0], new[1], batch_size):
-            done = await policy.call(
-                lambda: syncer.sync_batch(first, last, tip=tip), on_retry=on_retry
-            )
-            _log_batch(done)
-            added += done.blocks
+    try:
+        if stored is not None:
+            await policy.call(lambda: syncer.verify_stored(*stored), on_retry=on_retry)
+        if new is not None:
+            tip = await policy.call(syncer.source.latest_height, on_retry=on_retry)
+            for first, last in batches(new[0], new[1], batch_size):
+                done = await policy.call(
+                    lambda: _sync_rest(syncer, first, last, tip), on_retry=on_retry
+                )
+                _log_batch(done)
+                added += done.blocks
+    except GnosyncError as exc:
+        await _record_error(state, exc)
+        raise
     return added
+
+
+async def _sync_rest(syncer: Syncer, first: int, last: int, tip: int) -> Committed:
+    """Sync what of ``first..last`` is not stored yet.
+
+    A retry after a lost connection cannot know whether the earlier COMMIT landed, so
+    it asks the database rather than writing the batch again.
+    """
+    bounds = await syncer.store.stored_bounds()
+    if bounds is not None and bounds[1] >= first:
+        first = bounds[1] + 1
+    if first > last:
+        return Committed(first, last, 0, 0)
+    return await syncer.sync_batch(first, last, tip=tip)
 
 
 def _log_batch(done: Committed, started: float | None = None) -> None:
