@@ -226,8 +226,26 @@ def migrate(**flags: Any) -> None:
 @click.option("--no-genesis", is_flag=True, help="Start at height 1 instead of serving a genesis block.")
 @click.option("--txs", "txs_files", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True, help="Amino-JSON transactions (jsonl) to place on the chain.")
 @click.option("--max-elements", type=click.IntRange(min=1), default=10_000, show_default=True, help="Per-query result cap.")
-def devnet(**options: Any) -> None:
+def devnet(
+    host: str,
+    port: int,
+    blocks: int,
+    block_time: float | None,
+    seed: int,
+    chain_id: str,
+    no_genesis: bool,
+    txs_files: tuple[Path, ...],
+    max_elements: int,
+) -> None:
     """Serve a deterministic tx-indexer-compatible test chain over HTTP."""
-    from gnosync.devnet import serve_forever
+    from gnosync.devnet import ChainConfig, serve_forever
 
-    serve_forever(**options)
+    config = ChainConfig(
+        blocks=blocks,
+        block_time=block_time,
+        seed=seed,
+        chain_id=chain_id,
+        genesis=not no_genesis,
+        txs_files=list(txs_files),
+    )
+    sys.exit(serve_forever(config, host=host, port=port, max_elements=max_elements))

@@ -76,4 +76,8 @@ class RetryPolicy:
             sleep=sleep,
             reraise=True,
         )
-        return await retrying(fn)
+        async def attempt() -> T:
+            # A named coroutine function: tenacity treats other callables as synchronous.
+            return await fn()
+
+        return await retrying(attempt)

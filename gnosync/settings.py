@@ -92,7 +92,7 @@ def load_settings(config: Path | None = None, **flags: Any) -> Settings:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "settings"
         raise ConfigError(
-            f"invalid setting {field}: {first['msg']}"
+            f"invalid setting {field}: {first['msg'].removeprefix('Value error, ')}"
             f" (from --{field.replace('_', '-')}, GNOSYNC_{field.upper()} or the config file)"
         ) from None
     except (OSError, ValueError) as exc:

@@ -129,7 +129,8 @@ class SourceClient:
             ) from None
         except aiohttp.ClientConnectorError as exc:
             raise SourceError(
-                f"cannot reach source {self.url}: {exc.os_error.strerror or exc}",
+                f"cannot reach source {self.url} ({exc.os_error.strerror or exc});"
+                " check that tx-indexer runs there, or fix --source / GNOSYNC_SOURCE",
                 retryable=True,
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
@@ -189,16 +190,23 @@ class SourceClient:
     async def lowest_height(self, tip: int) -> int | None:
         """The lowest height the source serves (0 when it serves genesis), None if none.
 
-        A capped answer still starts at the lowest height, so one query suffices.
+        A capped answer still starts at the lowest height, so one query per side of
+        height 0 suffices.
         """
-        variables = {"where": queries.blocks_where(0, tip)}
-        data, _ = await self._query(queries.BLOCK_HEIGHTS, variables, _HeightsData)
-        heights = data.getBlocks or []
-        return heights[0].height if heights else None
+        for start, end in ((0, 0), (1, tip)):
+            if end < start:
+                break
+            variables = {"where": queries.blocks_where(start, end)}
+            data, _ = await self._query(queries.BLOCK_HEIGHTS, variables, _HeightsData)
+            if data.getBlocks:
+                return data.getBlocks[0].height
+        return None
 
     async def blocks(self, start: int, end: int) -> list[Block]:
         """Blocks ``start..end`` in height order, as served; the caller validates that
         the range is complete."""
+        if start == 0 and end > 0:
+            return await self._blocks(0, 0) + await self.blocks(1, end)
         result: list[Block] = []
         step = self.max_elements
         for chunk_start in range(start, end + 1, step):
@@ -218,6 +226,8 @@ class SourceClient:
 
     async def transactions(self, start: int, end: int) -> list[Transaction]:
         """All transactions of heights ``start..end``, in (height, index) order."""
+        if start == 0 and end > 0:
+            return await self.transactions(0, 0) + await self.transactions(1, end)
         data, capped = await self._query(
             queries.TRANSACTIONS,
             {"where": queries.transactions_where(start, end)},

@@ -1,9 +1,13 @@
 """Every GraphQL document gnosync sends, and the filters that bound them.
 
 tx-indexer's ``FilterInt`` has only exclusive ``gt``/``lt`` and casts bounds to unsigned
-integers, so ``gt: -1`` matches nothing. An inclusive range ``a..b`` is therefore
-``{gt: a-1, lt: b+1}``, and a range that starts at height 0 has no lower bound at all.
-Tests validate each document here against tx-indexer's published schema.
+integers, so ``gt: -1`` matches nothing. Its resolvers also derive the store scan from
+the filter's minimum and maximum bound; with a single bound both are the same value and
+the scan covers one height, so a one-sided filter (``{lt: b}`` or ``{gt: a}`` alone)
+can come back empty. gnosync therefore only ever sends two-sided ranges
+``{gt: a-1, lt: b+1}`` or ``{eq: h}``; height 0, which no ``gt`` can include, is always
+asked for on its own with ``eq: 0``. Tests validate each document here against
+tx-indexer's published schema.
 """
 
 from __future__ import annotations
@@ -78,21 +82,27 @@ ALL_DOCUMENTS = {
 }
 
 
-def height_bounds(start: int, end: int | None) -> dict[str, int]:
-    """The ``FilterInt`` selecting heights ``start..end`` inclusive (``end=None``: open)."""
-    if start < 0:
-        raise ValueError(f"heights start at 0, got {start}")
-    bounds: dict[str, int] = {}
-    if start > 0:
-        bounds["gt"] = start - 1
-    if end is not None:
-        if end < start:
-            raise ValueError(f"empty range {start}..{end}")
-        bounds["lt"] = end + 1
-    return bounds
+# The largest index a paging filter names as its upper bound (tx-indexer casts indexes
+# to uint32; no block holds anywhere near this many transactions).
+MAX_INDEX = 2**31 - 1
 
 
-def blocks_where(start: int, end: int | None) -> dict[str, Any]:
+def height_bounds(start: int, end: int) -> dict[str, int]:
+    """The ``FilterInt`` selecting heights ``start..end`` inclusive.
+
+    A range that starts at 0 and holds more than one height cannot be expressed safely
+    (see the module docstring): split height 0 off first.
+    """
+    if not 0 <= start <= end:
+        raise ValueError(f"invalid height range {start}..{end}")
+    if start == end:
+        return {"eq": start}
+    if start == 0:
+        raise ValueError("a range from height 0 must ask for height 0 on its own")
+    return {"gt": start - 1, "lt": end + 1}
+
+
+def blocks_where(start: int, end: int) -> dict[str, Any]:
     return {"height": height_bounds(start, end)}
 
 
@@ -108,5 +118,5 @@ def transactions_where(
     if after_index is not None:
         if start != end:
             raise ValueError("paging by index needs a single height")
-        where["index"] = {"gt": after_index}
+        where["index"] = {"gt": after_index, "lt": MAX_INDEX}
     return where

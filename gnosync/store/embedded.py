@@ -10,6 +10,7 @@ import asyncio
 import atexit
 import os
 import subprocess
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
@@ -69,7 +70,11 @@ def start_embedded(data_dir: Path | None = None) -> tuple[str, Path]:
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     log = data_dir / "log"
     try:
-        server = pgserver.get_server(data_dir, cleanup_mode=None)
+        with warnings.catch_warnings():
+            # pgserver asks platformdirs for a runtime dir it does not need here; the
+            # warning about a missing XDG_RUNTIME_DIR would only confuse users.
+            warnings.simplefilter("ignore")
+            server = pgserver.get_server(data_dir, cleanup_mode=None)
         info = server.get_postmaster_info()
     except (subprocess.SubprocessError, OSError, AssertionError) as exc:
         raise StoreError(

@@ -22,15 +22,21 @@ FIRST_COUNTED_HEIGHT = 2
 
 
 def validate_batch(batch: Batch, previous: BlockRef | None, chain_id: str | None) -> None:
-    """Raise unless ``batch`` is complete and consistent.
+    """Raise unless ``batch`` is complete and consistent; name the lowest bad height.
 
     ``previous`` is the stored block at ``batch.start - 1`` (None when nothing is stored
     below the batch); ``chain_id`` is the chain recorded at the first sync (None before).
     """
     check_heights(batch.start, batch.end, batch.blocks)
     check_chain_id(batch.blocks, chain_id or (previous.chain_id if previous else None))
-    check_links(batch.blocks, previous)
-    check_transactions(batch.start, batch.end, batch.blocks, batch.transactions)
+    by_height = group_transactions(batch.start, batch.end, batch.transactions)
+    prev = previous
+    for block in batch.blocks:
+        check_link(block, prev)
+        check_block_transactions(block, by_height.pop(block.height, []))
+        prev = BlockRef(block.height, block.hash, block.chain_id, block.total_txs)
+    for height in sorted(by_height):
+        raise BatchInvalid(height, "tx_height", "transactions served for a block not in the batch")
 
 
 def check_heights(start: int, end: int, blocks: list[Block]) -> None:
@@ -71,34 +77,32 @@ def check_chain_id(blocks: list[Block], chain_id: str | None) -> None:
         )
 
 
-def check_links(blocks: list[Block], previous: BlockRef | None) -> None:
-    prev_hash = previous.hash if previous is not None else None
-    prev_height = previous.height if previous is not None else None
-    prev_total = previous.total_txs if previous is not None else None
-    for block in blocks:
-        if prev_height is not None and prev_height == block.height - 1:
-            if block.last_block_hash != prev_hash:
-                raise BatchInvalid(
-                    block.height,
-                    "last_block_hash",
-                    f"links to {block.last_block_hash!r} but block {prev_height}"
-                    f" has hash {prev_hash!r}",
-                )
-            if block.height >= FIRST_COUNTED_HEIGHT and block.total_txs != prev_total + block.num_txs:
-                raise BatchInvalid(
-                    block.height,
-                    "total_txs",
-                    f"total_txs {block.total_txs} is not block {prev_height}'s"
-                    f" {prev_total} plus num_txs {block.num_txs}",
-                )
-        if block.height != GENESIS_HEIGHT and not block.hash:
-            raise BatchInvalid(block.height, "hash", "the block has an empty hash")
-        prev_hash, prev_height, prev_total = block.hash, block.height, block.total_txs
+def check_link(block: Block, previous: BlockRef | None) -> None:
+    """``block`` against the block just below it, when that one is known."""
+    if block.height != GENESIS_HEIGHT and not block.hash:
+        raise BatchInvalid(block.height, "hash", "the block has an empty hash")
+    if previous is None or previous.height != block.height - 1:
+        return
+    if block.last_block_hash != previous.hash:
+        raise BatchInvalid(
+            block.height,
+            "last_block_hash",
+            f"links to {block.last_block_hash!r} but block {previous.height}"
+            f" has hash {previous.hash!r}",
+        )
+    if block.height >= FIRST_COUNTED_HEIGHT and block.total_txs != previous.total_txs + block.num_txs:
+        raise BatchInvalid(
+            block.height,
+            "total_txs",
+            f"total_txs {block.total_txs} is not block {previous.height}'s"
+            f" {previous.total_txs} plus num_txs {block.num_txs}",
+        )
 
 
-def check_transactions(
-    start: int, end: int, blocks: list[Block], transactions: list[Transaction]
-) -> None:
+def group_transactions(
+    start: int, end: int, transactions: list[Transaction]
+) -> dict[int, list[Transaction]]:
+    """Transactions by height; each must lie in ``start..end`` and be served once."""
     by_height: dict[int, list[Transaction]] = defaultdict(list)
     seen: set[str] = set()
     for tx in transactions:
@@ -110,32 +114,33 @@ def check_transactions(
             raise BatchInvalid(tx.block_height, "tx_hash", f"transaction {tx.hash} served twice")
         seen.add(tx.hash)
         by_height[tx.block_height].append(tx)
-    for block in blocks:
-        txs = by_height.pop(block.height, [])
-        if block.num_txs == 0 and not txs and not block.txs:
-            continue  # the common case on real chains: an empty block
-        if len(txs) != block.num_txs:
+    return by_height
+
+
+def check_block_transactions(block: Block, txs: list[Transaction]) -> None:
+    """``txs`` are exactly the transactions ``block`` counts and lists, in index order."""
+    if block.num_txs == 0 and not txs and not block.txs:
+        return  # the common case on real chains: an empty block
+    if len(txs) != block.num_txs:
+        raise BatchInvalid(
+            block.height,
+            "num_txs",
+            f"the block counts {block.num_txs} transactions, the source served {len(txs)}",
+        )
+    for position, tx in enumerate(txs):
+        if tx.index != position:
             raise BatchInvalid(
                 block.height,
-                "num_txs",
-                f"the block counts {block.num_txs} transactions, the source served {len(txs)}",
+                "tx_index",
+                f"transaction {tx.hash} has index {tx.index}, expected {position}",
             )
-        for position, tx in enumerate(txs):
-            if tx.index != position:
-                raise BatchInvalid(
-                    block.height,
-                    "tx_index",
-                    f"transaction {tx.hash} has index {tx.index}, expected {position}",
-                )
-        listed = [entry.hash if entry is not None else None for entry in block.txs]
-        if block.height == GENESIS_HEIGHT and not listed:
-            continue
-        served = [tx.hash for tx in txs]
-        if listed != served:
-            raise BatchInvalid(
-                block.height,
-                "tx_hashes",
-                f"the block lists transactions {listed} but the source served {served}",
-            )
-    for height in sorted(by_height):
-        raise BatchInvalid(height, "tx_height", "transactions served for a block not in the batch")
+    listed = [entry.hash if entry is not None else None for entry in block.txs]
+    if block.height == GENESIS_HEIGHT and not listed:
+        return
+    served = [tx.hash for tx in txs]
+    if listed != served:
+        raise BatchInvalid(
+            block.height,
+            "tx_hashes",
+            f"the block lists transactions {listed} but the source served {served}",
+        )

@@ -1,0 +1,30 @@
+"""A deterministic, tx-indexer-compatible test chain served over HTTP.
+
+Tests, benchmarks and the quickstart use it in place of a real tx-indexer::
+
+    from gnosync.devnet import Chain, ChainConfig, running_devnet
+
+    with running_devnet(Chain(ChainConfig(blocks=5_000))) as url:
+        ...  # point gnosync at url (http://127.0.0.1:PORT/graphql/query)
+
+It serves the part of tx-indexer's GraphQL API that gnosync uses (``latestBlockHeight``,
+``getBlocks``, ``getTransactions``) with the same names, types, filters, element cap and
+genesis quirks; see :mod:`gnosync.devnet.chain` and :mod:`gnosync.devnet.executor`.
+"""
+
+from gnosync.devnet.chain import Chain, ChainConfig
+from gnosync.devnet.executor import DEFAULT_MAX_ELEMENTS, Executor, devnet_schema, schema_sdl
+from gnosync.devnet.server import DEFAULT_PORT, DevnetServer, running_devnet, serve_forever
+
+__all__ = [
+    "DEFAULT_MAX_ELEMENTS",
+    "DEFAULT_PORT",
+    "Chain",
+    "ChainConfig",
+    "DevnetServer",
+    "Executor",
+    "devnet_schema",
+    "running_devnet",
+    "schema_sdl",
+    "serve_forever",
+]

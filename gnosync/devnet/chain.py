@@ -1,0 +1,1208 @@
+"""A deterministic Gno.land chain, shaped the way tx-indexer serves it.
+
+``Chain(ChainConfig(...))`` stands in for a tx-indexer's store. Everything about the
+chain (heights, times, hashes, transactions and their results) follows from the config,
+so two chains built from the same config are identical, block for block.
+
+Shape, after the gnoland1 betanet: almost every block is empty; a few blocks here and
+there carry one to four transactions, and dense stretches (``dense_length`` blocks every
+``dense_every`` heights, starting at ``dense_start``) carry 5-30 each. Transactions are
+bank sends, realm calls, package deployments and ``run`` scripts, some with several
+messages, some with a memo, a few failed. With ``txs_files`` the real gnoland1 exports
+(amino JSON lines) replace the generated transactions of the initial chain, placed in
+order at heights proportional to their timestamps.
+
+tx-indexer quirks reproduced on purpose (gnosync has to cope with them):
+
+* Height 0 is the synthetic genesis block tx-indexer stores: its ``hash`` and
+  ``last_block_hash`` are empty, ``num_txs == total_txs ==`` the number of genesis
+  transactions, and its ``txs`` list is empty because the genesis transactions are
+  stored JSON-encoded and tx-indexer cannot amino-decode them. For the same reason the
+  genesis transactions served by ``getTransactions`` have no messages, an empty memo
+  and a zero ``gas_fee`` ({amount: 0, denom: ""}), though their hashes, ``content_raw``
+  and results are real.
+* Block 1 has an empty ``last_block_hash`` and ``last_commit_hash`` and a ``total_txs``
+  that counts only its own transactions: the chain does not count genesis transactions.
+* ``last_results_hash`` is empty after a block without transactions (an empty merkle
+  root), as on tm2 chains.
+
+Hashes are base64 (standard alphabet) SHA-256 digests. A transaction's hash is the
+digest of its content bytes, which are its amino JSON (tx-indexer hashes the amino
+binary encoding; the devnet has no amino codec), and ``content_raw`` is
+``Tx{<HEX of the content bytes>}`` like tm2's ``Tx.String()``. A block's hash covers
+its header: chain id, height, time, transaction counts, the previous block's hash and
+the hashes of its transactions.
+
+The chain scales to millions of blocks: construction only places transactions (a list
+of the heights that carry any); block hashes are computed on first use and kept as 32
+bytes per height; transactions are generated on demand from a per-height seed and kept
+in a bounded cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import hashlib
+import math
+import random
+import re
+import struct
+import threading
+import time as _time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "DEFAULT_START_TIME",
+    "Chain",
+    "ChainConfig",
+    "bech32_address",
+    "format_time_ns",
+    "parse_time_ns",
+]
+
+DEFAULT_START_TIME = datetime(2026, 3, 16, 9, 0, 0, tzinfo=UTC)
+
+BLOCK_INTERVAL_NS = 3_000_000_000  # blocks are 1-5 s apart, 3 s on average
+VERSION = "v1.0.0-rc.0"
+APP_VERSION = "v1.0.0"
+UGNOT = "ugnot"
+
+_MASK64 = (1 << 64) - 1
+_NS = 1_000_000_000
+_TX_CACHE_HEIGHTS = 4096  # heights whose materialised transactions stay cached
+_HEADER = struct.Struct(">QIQ")  # height, num_txs, total_txs
+
+
+@dataclass
+class ChainConfig:
+    """What a devnet chain looks like. Every field has a default.
+
+    ``blocks`` is the initial tip. With ``genesis`` the chain serves a genesis block at
+    height 0 holding ``genesis_txs`` transactions; without it the chain starts at 1.
+    ``block_time`` (seconds) makes a served chain grow by one block at that interval.
+    ``txs_files`` are amino-JSON transaction exports (one transaction a line, like
+    ``/work/shared/data/gnoland1/*.jsonl``) that replace the generated transactions of
+    heights ``1..blocks``.
+    """
+
+    blocks: int = 1000
+    seed: int = 1
+    chain_id: str = "dev"
+    genesis: bool = True
+    genesis_txs: int = 3
+    block_time: float | None = None
+    txs_files: list[str | Path] = field(default_factory=list)
+    start_time: datetime = DEFAULT_START_TIME
+    # Sparse transactions: the chance that a block outside dense stretches has any.
+    tx_rate: float = 0.004
+    # Dense stretches: ``dense_length`` blocks with ``dense_txs`` transactions each,
+    # the first at ``dense_start``, then one every ``dense_every`` heights.
+    dense_start: int = 100
+    dense_every: int = 250_000
+    dense_length: int = 300
+    dense_txs: tuple[int, int] = (5, 30)
+    # Share of transactions that fail (success false, an error in the response).
+    failure_rate: float = 0.03
+
+    def __post_init__(self) -> None:
+        lowest = 0 if self.genesis else 1
+        if self.blocks < lowest:
+            raise ValueError(
+                f"blocks must be at least {lowest} {'with' if self.genesis else 'without'}"
+                f" genesis, got {self.blocks}"
+            )
+        if self.genesis_txs < 0:
+            raise ValueError(f"genesis_txs must be >= 0, got {self.genesis_txs}")
+        if self.block_time is not None and self.block_time <= 0:
+            raise ValueError(f"block_time must be positive, got {self.block_time}")
+        if not 0.0 <= self.tx_rate < 1.0:
+            raise ValueError(f"tx_rate must be in [0, 1), got {self.tx_rate}")
+        if not 0.0 <= self.failure_rate <= 1.0:
+            raise ValueError(f"failure_rate must be in [0, 1], got {self.failure_rate}")
+        low, high = self.dense_txs
+        if not 1 <= low <= high:
+            raise ValueError(
+                f"dense_txs must be (low, high) with 1 <= low <= high, got {self.dense_txs}"
+            )
+        if self.dense_length < 0 or self.dense_every < 1 or self.dense_start < 1:
+            raise ValueError("dense_length must be >= 0, dense_every and dense_start >= 1")
+        if self.start_time.tzinfo is None:
+            raise ValueError("start_time must carry a time zone")
+        if not self.chain_id:
+            raise ValueError("chain_id must not be empty")
+        self.txs_files = [Path(path) for path in self.txs_files]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _mix64(value: int) -> int:
+    """splitmix64: a cheap, well-spread 64-bit hash for per-height decisions."""
+    value = (value + 0x9E3779B97F4A7C15) & _MASK64
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return value ^ (value >> 31)
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def format_time_ns(ns: int) -> str:
+    """RFC 3339 with nanoseconds, trailing zeros trimmed, like Go's ``time.RFC3339Nano``."""
+    seconds, fraction = divmod(ns, _NS)
+    text = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(seconds))
+    if fraction:
+        text += "." + f"{fraction:09d}".rstrip("0")
+    return text + "Z"
+
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
+)
+
+
+def parse_time_ns(text: str) -> int:
+    """Nanoseconds since the epoch of an RFC 3339 time (as Go's RFC3339Nano parses it)."""
+    match = _RFC3339.match(text)
+    if match is None:
+        raise ValueError(f"invalid RFC 3339 time {text!r}")
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    moment = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    seconds = int(moment.timestamp())
+    if match.group(9):
+        offset = int(match.group(10)) * 3600 + int(match.group(11)) * 60
+        seconds -= offset if match.group(9) == "+" else -offset
+    fraction = int((match.group(7) or "").ljust(9, "0") or 0)
+    return seconds * _NS + fraction
+
+
+_BECH32_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+
+
+def _bech32_polymod(values: Iterable[int]) -> int:
+    generator = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+    checksum = 1
+    for value in values:
+        top = checksum >> 25
+        checksum = (checksum & 0x1FFFFFF) << 5 ^ value
+        for i in range(5):
+            if (top >> i) & 1:
+                checksum ^= generator[i]
+    return checksum
+
+
+def bech32_address(raw: bytes, hrp: str = "g") -> str:
+    """The bech32 form of a 20-byte address, as tm2 prints ``crypto.Address``."""
+    data: list[int] = []
+    accumulator = bits = 0
+    for byte in raw:
+        accumulator = (accumulator << 8) | byte
+        bits += 8
+        while bits >= 5:
+            bits -= 5
+            data.append((accumulator >> bits) & 31)
+    if bits:
+        data.append((accumulator << (5 - bits)) & 31)
+    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+    polymod = _bech32_polymod(expanded + data + [0] * 6) ^ 1
+    checksum = [(polymod >> 5 * (5 - i)) & 31 for i in range(6)]
+    return hrp + "1" + "".join(_BECH32_CHARSET[d] for d in data + checksum)
+
+
+_COIN = re.compile(r"^(\d+)([a-zA-Z][a-zA-Z0-9/:._-]*)$")
+
+
+def _coin(text: str) -> dict[str, Any]:
+    """tx-indexer's ``Coin`` of a ``std.Coin`` string such as ``1000000ugnot``."""
+    match = _COIN.match(text.strip())
+    if match is None:
+        return {"amount": 0, "denom": ""}
+    return {"amount": int(match.group(1)), "denom": match.group(2)}
+
+
+def _int(text: Any) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return 0
+
+
+# ---------------------------------------------------------- amino -> GraphQL shapes
+
+
+def _package(raw: dict[str, Any] | None) -> dict[str, Any]:
+    raw = raw or {}
+    return {
+        "name": raw.get("name") or "",
+        "path": raw.get("path") or "",
+        "files": [
+            {"name": f.get("name") or "", "body": f.get("body") or ""}
+            for f in raw.get("files") or []
+        ],
+    }
+
+
+def graphql_message(msg: dict[str, Any]) -> dict[str, Any]:
+    """tx-indexer's ``TransactionMessage`` for one amino-JSON message."""
+    kind = msg.get("@type", "")
+    if kind == "/bank.MsgSend":
+        return {
+            "typeUrl": "send",
+            "route": "bank",
+            "value": {
+                "__typename": "BankMsgSend",
+                "from_address": msg.get("from_address") or "",
+                "to_address": msg.get("to_address") or "",
+                "amount": msg.get("amount") or "",
+            },
+        }
+    if kind == "/vm.m_call":
+        args = msg.get("args")
+        return {
+            "typeUrl": "exec",
+            "route": "vm",
+            "value": {
+                "__typename": "MsgCall",
+                "caller": msg.get("caller") or "",
+                "send": msg.get("send") or "",
+                "pkg_path": msg.get("pkg_path") or "",
+                "func": msg.get("func") or "",
+                "args": None if args is None else list(args),
+                "max_deposit": msg.get("max_deposit") or "",
+            },
+        }
+    if kind == "/vm.m_addpkg":
+        send = msg.get("send") or ""
+        return {
+            "typeUrl": "add_package",
+            "route": "vm",
+            "value": {
+                "__typename": "MsgAddPackage",
+                "creator": msg.get("creator") or "",
+                "package": _package(msg.get("package")),
+                "deposit": send,
+                "send": send,
+                "max_deposit": msg.get("max_deposit") or "",
+            },
+        }
+    if kind == "/vm.m_run":
+        return {
+            "typeUrl": "run",
+            "route": "vm",
+            "value": {
+                "__typename": "MsgRun",
+                "caller": msg.get("caller") or "",
+                "send": msg.get("send") or "",
+                "package": _package(msg.get("package")),
+                "max_deposit": msg.get("max_deposit") or "",
+            },
+        }
+    route, _, type_url = kind.lstrip("/").partition(".")
+    return {
+        "typeUrl": type_url,
+        "route": route,
+        "value": {"__typename": "UnexpectedMessage", "raw": orjson.dumps(msg).decode()},
+    }
+
+
+# ------------------------------------------------------------- generated content
+
+_MEMOS = (
+    "Minted a Ginger NFT",
+    "Posted from gnoblog-cli",
+    "Deployed through play.gno.land",
+    "Executed through gnoswap.io",
+    "gm 🌞",
+    "thanks for the coffee ☕",
+    "invoice #4711",
+)
+
+# (realm, function, event emitted on success, argument maker)
+_CALLS: tuple[tuple[str, str, str, str], ...] = (
+    ("gno.land/r/gnoland/users/v1", "Register", "Registered", "name"),
+    ("gno.land/r/demo/boards", "CreateThread", "ThreadCreated", "thread"),
+    ("gno.land/r/demo/boards", "CreateReply", "ReplyCreated", "reply"),
+    ("gno.land/r/gnoland/blog", "AddComment", "CommentAdded", "comment"),
+    ("gno.land/r/demo/wugnot", "Deposit", "Deposit", "none"),
+    ("gno.land/r/demo/foo20", "Transfer", "Transfer", "transfer"),
+    ("gno.land/r/gov/dao", "MustVoteOnProposal", "VoteAdded", "vote"),
+    ("gno.land/r/leon/hof", "Upvote", "Upvote", "number"),
+    ("gno.land/r/docs/counter", "Increment", "Incremented", "none"),
+    ("gno.land/r/demo/games/dice_roller", "Play", "GamePlayed", "number"),
+)
+
+_FAILURES = (
+    ("out of gas error", "std.OutOfGasError"),
+    ("insufficient funds error", "std.InsufficientFundsError"),
+    ("insufficient coins error", "std.InsufficientCoinsError"),
+    ("unauthorized error", "std.UnauthorizedError"),
+    ("invalid package path", "vm.InvalidPkgPathError"),
+)
+
+_WORDS = (
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "omega",
+    "gopher",
+    "realm",
+    "board",
+    "block",
+    "chain",
+    "moon",
+    "sun",
+    "river",
+    "stone",
+    "cloud",
+    "spark",
+    "tiger",
+    "maple",
+)
+
+
+def _gno_source(rng: random.Random, name: str) -> str:
+    lines = [f"package {name}", "", 'import "strconv"', ""]
+    for i in range(rng.randint(1, 6)):
+        word = rng.choice(_WORDS)
+        lines += [
+            f"var {word}{i} = {rng.randint(0, 10_000)}",
+            "",
+            f"func {word.capitalize()}{i}(n int) string {{",
+            f"\treturn strconv.Itoa({word}{i} + n)",
+            "}",
+            "",
+        ]
+    lines += ["func Render(_ string) string {", f'\treturn "# {name}"', "}", ""]
+    return "\n".join(lines)
+
+
+@dataclass(slots=True)
+class _Tx:
+    """One transaction: its amino JSON, content bytes and (made-up) result."""
+
+    height: int
+    index: int
+    amino: dict[str, Any]
+    content: bytes
+    digest: bytes
+    hash: str
+    result: dict[str, Any]
+    _block_view: dict[str, Any] | None = None
+    _full_view: dict[str, Any] | None = None
+
+    def block_view(self) -> dict[str, Any]:
+        """tx-indexer's ``BlockTransaction``."""
+        if self._block_view is None:
+            fee = self.amino.get("fee") or {}
+            self._block_view = {
+                "hash": self.hash,
+                "fee": {
+                    "gas_wanted": _int(fee.get("gas_wanted")),
+                    "gas_fee": _coin(fee.get("gas_fee") or ""),
+                },
+                "memo": self.amino.get("memo") or "",
+                "content_raw": "Tx{" + self.content.hex().upper() + "}",
+            }
+        return self._block_view
+
+    def full_view(self) -> dict[str, Any]:
+        """tx-indexer's ``Transaction``."""
+        if self._full_view is None:
+            result = self.result
+            if self.height == 0:
+                # Genesis transactions are stored JSON-encoded; tx-indexer's amino
+                # decode of them fails and it serves a zero std.Tx.
+                memo, gas_fee, messages = "", {"amount": 0, "denom": ""}, []
+            else:
+                fee = self.amino.get("fee") or {}
+                memo = self.amino.get("memo") or ""
+                gas_fee = _coin(fee.get("gas_fee") or "")
+                messages = [graphql_message(m) for m in self.amino.get("msg") or []]
+            self._full_view = {
+                "index": self.index,
+                "hash": self.hash,
+                "success": result["success"],
+                "block_height": self.height,
+                "gas_wanted": result["gas_wanted"],
+                "gas_used": result["gas_used"],
+                "gas_fee": gas_fee,
+                "content_raw": "Tx{" + self.content.hex().upper() + "}",
+                "memo": memo,
+                "messages": messages,
+                "response": {
+                    "log": result["log"],
+                    "info": result["info"],
+                    "error": result["error"],
+                    "data": result["data"],
+                    "events": result["events"],
+                },
+            }
+        return self._full_view
+
+
+def _load_txs_files(paths: list[Path]) -> list[tuple[int, dict[str, Any]]]:
+    """(timestamp, amino tx) of every line, in timestamp order (file order for ties).
+
+    Lines are ``{"tx": {...}, "metadata": {"timestamp": "<unix seconds>"}}`` (the
+    tx-exports format) or a bare amino-JSON transaction.
+    """
+    entries: list[tuple[int, int, dict[str, Any]]] = []
+    seen: set[bytes] = set()
+    for path in paths:
+        with open(path, "rb") as handle:
+            for number, line in enumerate(handle, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    record = orjson.loads(line)
+                    if not isinstance(record, dict):
+                        raise ValueError("not a JSON object")
+                    tx = record.get("tx", record)
+                    if not isinstance(tx, dict) or not isinstance(tx.get("msg"), list):
+                        raise ValueError("no 'msg' list")
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                    raise ValueError(
+                        f"{path}:{number}: not an amino-JSON transaction: {exc}"
+                    ) from None
+                # A chain never includes the same transaction twice (the signer's
+                # sequence forbids it): keep the first copy, so hashes stay unique.
+                digest = hashlib.sha256(orjson.dumps(tx)).digest()
+                if digest in seen:
+                    continue
+                seen.add(digest)
+                metadata = record.get("metadata") or {}
+                entries.append((_int(metadata.get("timestamp")), len(entries), tx))
+    entries.sort(key=lambda entry: (entry[0], entry[1]))
+    return [(timestamp, tx) for timestamp, _, tx in entries]
+
+
+# ------------------------------------------------------------------------- chain
+
+
+class Chain:
+    """A deterministic chain. See the module docstring for its shape and quirks.
+
+    Thread-safe: one thread may ``append_block`` while others read.
+    """
+
+    def __init__(self, config: ChainConfig | None = None):
+        self.config = config = config or ChainConfig()
+        self._lock = threading.RLock()
+        self.lowest = 0 if config.genesis else 1
+        self._tip = config.blocks
+        self._key = hashlib.sha256(
+            f"gnosync-devnet\x00{config.seed}\x00{config.chain_id}".encode()
+        ).digest()
+        self._key64 = int.from_bytes(self._key[:8], "big")
+        self._start_ns = int(config.start_time.timestamp()) * _NS + (
+            config.start_time.microsecond * 1000
+        )
+        self._genesis_time = format_time_ns(self._start_ns)
+
+        self.accounts = [bech32_address(self._digest(b"account", i)[:20]) for i in range(48)]
+        self.validators = [bech32_address(self._digest(b"validator", i)[:20]) for i in range(4)]
+        self._validators_hash = _b64(self._digest(b"validators"))
+        self._consensus_hash = _b64(self._digest(b"consensus"))
+        self._zero_address = bech32_address(bytes(20))
+        self._header_prefix = self._key + config.chain_id.encode()
+
+        # Placement: the heights >= 1 that carry transactions, ascending, with the
+        # running total of transactions through each (genesis not counted).
+        self._tx_heights: list[int] = []
+        self._tx_cum: list[int] = []
+        self._tx_count: dict[int, int] = {}
+        self._file_pool: dict[int, list[dict[str, Any]]] = {}
+        self._placed_upto = 0
+        self._sparse_rng = random.Random(int.from_bytes(self._digest(b"sparse")[:16], "big"))
+        self._next_sparse = 0
+        if config.txs_files:
+            self._place_file_txs(_load_txs_files(config.txs_files), config.blocks)
+            self._placed_upto = config.blocks
+        self._next_sparse = self._placed_upto + 1 + self._sparse_gap()
+        self._extend_placement(self._tip)
+
+        # Block hashes of heights 1..hashed_upto, 32 bytes each.
+        self._hashes = bytearray()
+        self._hashed_upto = 0
+        self._data_hashes: dict[int, bytes] = {}
+        self._app_hash_cache: dict[int, str] = {}
+
+        # Transactions: a bounded cache of materialised heights, and the hash index.
+        self._tx_cache: OrderedDict[int, list[_Tx]] = OrderedDict()
+        self._by_hash: dict[str, tuple[int, int]] = {}
+        self._genesis: list[_Tx] = self._make_genesis() if config.genesis else []
+        for tx in self._genesis:
+            self._by_hash[tx.hash] = (0, tx.index)
+
+    # ------------------------------------------------------------------ basics
+
+    @property
+    def tip(self) -> int:
+        """The newest height (tx-indexer's ``latestBlockHeight``)."""
+        return self._tip
+
+    @property
+    def chain_id(self) -> str:
+        return self.config.chain_id
+
+    def __len__(self) -> int:
+        return self._tip - self.lowest + 1
+
+    def _digest(self, label: bytes, *numbers: int) -> bytes:
+        data = self._key + label + b"".join(n.to_bytes(8, "big", signed=True) for n in numbers)
+        return hashlib.sha256(data).digest()
+
+    def append_block(self) -> int:
+        """Grow the chain by one block; return the new tip."""
+        with self._lock:
+            self._extend_placement(self._tip + 1)
+            self._tip += 1
+            return self._tip
+
+    def _check(self, height: int) -> None:
+        if not self.lowest <= height <= self._tip:
+            raise KeyError(f"height {height} is outside {self.lowest}..{self._tip}")
+
+    # --------------------------------------------------------------- placement
+
+    def _sparse_gap(self) -> int:
+        rate = self.config.tx_rate
+        if rate <= 0:
+            return 1 << 62
+        u = 1.0 - self._sparse_rng.random()  # (0, 1]
+        return int(math.log(u) / math.log1p(-rate))
+
+    def _next_dense(self, height: int) -> int:
+        """The first height >= ``height`` inside a dense stretch."""
+        cfg = self.config
+        if cfg.dense_length <= 0:
+            return 1 << 62
+        if height < cfg.dense_start:
+            return cfg.dense_start
+        offset = (height - cfg.dense_start) % cfg.dense_every
+        if offset < cfg.dense_length:
+            return height
+        return height + cfg.dense_every - offset
+
+    def _record_placement(self, height: int, count: int) -> None:
+        # Readers bisect _tx_heights and then index _tx_cum: extend _tx_cum first.
+        total = (self._tx_cum[-1] if self._tx_cum else 0) + count
+        self._tx_count[height] = count
+        self._tx_cum.append(total)
+        self._tx_heights.append(height)
+
+    def _extend_placement(self, upto: int) -> None:
+        """Place generated transactions on heights ``placed_upto+1..upto``.
+
+        Placement proceeds strictly in height order and never looks at the tip, so a
+        chain grown block by block is identical to one built at that height.
+        """
+        cursor = self._placed_upto + 1
+        low, high = self.config.dense_txs
+        while cursor <= upto:
+            dense = self._next_dense(cursor)
+            height = min(dense, self._next_sparse)
+            if height > upto:
+                break
+            if height == dense:
+                count = low + _mix64(self._key64 ^ height) % (high - low + 1)
+            else:
+                roll = _mix64(self._key64 ^ height) % 100
+                count = 1 if roll < 85 else 2 if roll < 95 else 3 + roll % 2
+            while self._next_sparse <= height:
+                self._next_sparse += 1 + self._sparse_gap()
+            self._record_placement(height, count)
+            cursor = height + 1
+        self._placed_upto = max(self._placed_upto, upto)
+
+    def _place_file_txs(self, entries: list[tuple[int, dict[str, Any]]], top: int) -> None:
+        """Spread the exported transactions over 1..top, in order, by timestamp."""
+        if not entries or top < 1:
+            return
+        first, last = entries[0][0], entries[-1][0]
+        span = max(1, last - first)
+        for timestamp, tx in entries:
+            height = 1 + (timestamp - first) * (top - 1) // span
+            self._file_pool.setdefault(height, []).append(tx)
+        for height in sorted(self._file_pool):
+            self._record_placement(height, len(self._file_pool[height]))
+
+    def num_txs(self, height: int) -> int:
+        """Transactions in block ``height`` (genesis: the genesis transactions)."""
+        if height == 0:
+            return len(self._genesis)
+        return self._tx_count.get(height, 0)
+
+    def total_txs(self, height: int) -> int:
+        """``Block.total_txs``: cumulative from block 1 (genesis: its own count)."""
+        if height == 0:
+            return len(self._genesis)
+        index = bisect.bisect_right(self._tx_heights, height)
+        return self._tx_cum[index - 1] if index else 0
+
+    def tx_heights(self, start: int = 0, end: int | None = None) -> list[int]:
+        """The heights in ``start..end`` (inclusive, clipped to the chain) that carry txs."""
+        end = self._tip if end is None else min(end, self._tip)
+        heights: list[int] = []
+        if start <= 0 <= end and self._genesis:
+            heights.append(0)
+        lo = bisect.bisect_left(self._tx_heights, max(start, 1))
+        hi = bisect.bisect_right(self._tx_heights, end)
+        heights.extend(self._tx_heights[lo:hi])
+        return heights
+
+    # ------------------------------------------------------------ transactions
+
+    def _txs_at(self, height: int) -> list[_Tx]:
+        """The materialised transactions of a height (cached, regenerated on demand)."""
+        if height == 0:
+            return self._genesis
+        count = self._tx_count.get(height, 0)
+        if not count:
+            return []
+        with self._lock:
+            cached = self._tx_cache.get(height)
+            if cached is not None:
+                self._tx_cache.move_to_end(height)
+                return cached
+            rng = random.Random(int.from_bytes(self._digest(b"txs", height)[:16], "big"))
+            pool = self._file_pool.get(height)
+            txs = []
+            for index in range(count):
+                amino = pool[index] if pool is not None else self._make_amino(rng)
+                txs.append(self._finish_tx(height, index, amino, rng))
+            self._tx_cache[height] = txs
+            while len(self._tx_cache) > _TX_CACHE_HEIGHTS:
+                self._tx_cache.popitem(last=False)
+            return txs
+
+    def _finish_tx(self, height: int, index: int, amino: dict[str, Any], rng: random.Random) -> _Tx:
+        content = orjson.dumps(amino)
+        digest = hashlib.sha256(content).digest()
+        return _Tx(
+            height=height,
+            index=index,
+            amino=amino,
+            content=content,
+            digest=digest,
+            hash=_b64(digest),
+            result=self._make_result(amino, rng, genesis=height == 0),
+        )
+
+    def _account(self, rng: random.Random) -> str:
+        # A few accounts do most of the work, as on a real chain.
+        return self.accounts[min(int(rng.expovariate(0.15)), len(self.accounts) - 1)]
+
+    def _fee(self, rng: random.Random, gas_wanted: int) -> dict[str, str]:
+        roll = rng.random()
+        if roll < 0.01:
+            amount = rng.choice((3_000_000_000, 5_000_000_000, 12_000_000_000))
+        elif roll < 0.6:
+            amount = 10_000
+        elif roll < 0.9:
+            amount = 1_000_000
+        else:
+            amount = rng.randint(1_000, 20_000_000)
+        return {"gas_wanted": str(gas_wanted), "gas_fee": f"{amount}{UGNOT}"}
+
+    def _make_msg(self, rng: random.Random, kind: str, sender: str) -> dict[str, Any]:
+        if kind == "send":
+            amount = rng.choice((1, 1_000, 250_000, 1_000_000, 100_000_000_000)) * rng.randint(1, 9)
+            to = self._account(rng)
+            if to == sender:
+                to = self.accounts[-1]
+            return {
+                "@type": "/bank.MsgSend",
+                "from_address": sender,
+                "to_address": to,
+                "amount": f"{amount}{UGNOT}",
+            }
+        if kind == "call":
+            pkg_path, func, _, arg_kind = rng.choice(_CALLS)
+            if arg_kind == "none":
+                args = None
+            elif arg_kind == "name":
+                args = [f"{rng.choice(_WORDS)}{rng.randint(100, 999)}"]
+            elif arg_kind == "thread":
+                args = [
+                    str(rng.randint(1, 40)),
+                    f"On {rng.choice(_WORDS)}s",
+                    "Body text\nwith two lines",
+                ]
+            elif arg_kind == "reply":
+                args = [
+                    str(rng.randint(1, 40)),
+                    str(rng.randint(1, 500)),
+                    str(rng.randint(1, 500)),
+                    "+1",
+                ]
+            elif arg_kind == "comment":
+                args = [f"post-{rng.randint(1, 60)}", "Nice write-up, thanks! 🙏"]
+            elif arg_kind == "transfer":
+                args = [self._account(rng), str(rng.randint(1, 10**12))]
+            elif arg_kind == "vote":
+                args = [str(rng.randint(0, 30)), rng.choice(("YES", "NO", "ABSTAIN"))]
+            else:
+                args = [str(rng.randint(0, 2**40))]
+            msg: dict[str, Any] = {
+                "@type": "/vm.m_call",
+                "caller": sender,
+                "send": rng.choice(("", "", "", f"{rng.randint(1, 10**7)}{UGNOT}")),
+                "max_deposit": rng.choice(("", "", f"{rng.randint(1, 10**8)}{UGNOT}")),
+                "pkg_path": pkg_path,
+                "func": func,
+            }
+            if args is not None:
+                msg["args"] = args
+            return msg
+        if kind == "addpkg":
+            name = f"{rng.choice(_WORDS)}{rng.randint(1, 99)}"
+            space = "r" if rng.random() < 0.7 else "p"
+            files = [{"name": f"{name}.gno", "body": _gno_source(rng, name)}]
+            if rng.random() < 0.5:
+                files.append(
+                    {
+                        "name": "gnomod.toml",
+                        "body": f'module = "gno.land/{space}/{sender}/{name}"\ngno = "0.9"\n',
+                    }
+                )
+            return {
+                "@type": "/vm.m_addpkg",
+                "creator": sender,
+                "package": {
+                    "name": name,
+                    "path": f"gno.land/{space}/{sender}/{name}",
+                    "files": files,
+                },
+                "send": "",
+                "max_deposit": rng.choice(("", f"{rng.randint(10**6, 10**9)}{UGNOT}")),
+            }
+        # run
+        body = _gno_source(rng, "main").replace(
+            "func Render(_ string) string {",
+            'func main() {\n\tprintln(Render(""))\n}\n\nfunc Render(_ string) string {',
+        )
+        return {
+            "@type": "/vm.m_run",
+            "caller": sender,
+            "send": "",
+            "max_deposit": "",
+            "package": {
+                "name": "main",
+                "path": "",
+                "files": [{"name": "script.gno", "body": body}],
+            },
+        }
+
+    def _make_amino(self, rng: random.Random) -> dict[str, Any]:
+        roll = rng.random()
+        kind = (
+            "send" if roll < 0.74 else "call" if roll < 0.95 else "addpkg" if roll < 0.97 else "run"
+        )
+        sender = self._account(rng)
+        count = 1
+        if kind in ("send", "call") and rng.random() < 0.05:
+            count = rng.randint(2, 4)
+        msgs = [self._make_msg(rng, kind, sender) for _ in range(count)]
+        gas_wanted = rng.choice((100_000, 2_000_000, 10_000_000, 50_000_000))
+        if kind in ("addpkg", "run"):
+            gas_wanted = 50_000_000
+        return {
+            "msg": msgs,
+            "fee": self._fee(rng, gas_wanted),
+            "signatures": [
+                {
+                    "pub_key": {
+                        "@type": "/tm.PubKeySecp256k1",
+                        "value": _b64(b"\x02" + rng.randbytes(32)),
+                    },
+                    "signature": _b64(rng.randbytes(64)),
+                }
+            ],
+            "memo": rng.choice(_MEMOS) if rng.random() < 0.06 else "",
+        }
+
+    def _make_result(
+        self, amino: dict[str, Any], rng: random.Random, *, genesis: bool
+    ) -> dict[str, Any]:
+        msgs = amino.get("msg") or []
+        gas_wanted = _int((amino.get("fee") or {}).get("gas_wanted"))
+        failed = not genesis and rng.random() < self.config.failure_rate
+        if failed:
+            error, data_type = rng.choice(_FAILURES)
+            gas_used = (
+                gas_wanted
+                if error == "out of gas error"
+                else rng.randint(gas_wanted // 50 + 1, max(gas_wanted // 2, gas_wanted // 50 + 1))
+            )
+            return {
+                "success": False,
+                "gas_wanted": gas_wanted,
+                "gas_used": gas_used,
+                "log": (
+                    f"--= Error =--\nData: {data_type}{{abciError{{}}}}\nMsg Traces:\n"
+                    "    0  tm2/pkg/sdk/baseapp.go:733 - msg 0\n--= /Error =--\n"
+                ),
+                "info": "",
+                "error": error,
+                "data": "",
+                "events": [],
+            }
+        events: list[dict[str, Any]] = []
+        data: list[str] = []
+        for msg in msgs:
+            kind = msg.get("@type")
+            if kind == "/vm.m_call":
+                pkg_path = msg.get("pkg_path") or ""
+                func = msg.get("func") or ""
+                event_type = next(
+                    (e for p, f, e, _ in _CALLS if p == pkg_path and f == func), func or "Called"
+                )
+                attrs = [{"key": "caller", "value": msg.get("caller") or ""}]
+                for i, arg in enumerate((msg.get("args") or [])[:2]):
+                    attrs.append({"key": f"arg{i}", "value": arg})
+                events.append(
+                    {
+                        "__typename": "GnoEvent",
+                        "type": event_type,
+                        "pkg_path": pkg_path,
+                        "attrs": attrs,
+                    }
+                )
+                roll = rng.random()
+                if roll < 0.3:
+                    delta = rng.randint(40, 4_000)
+                    events.append(self._deposit_event(pkg_path, delta))
+                elif roll < 0.36:
+                    delta = rng.randint(40, 2_000)
+                    events.append(
+                        {
+                            "__typename": "StorageUnlockEvent",
+                            "type": "StorageUnlockEvent",
+                            "bytes_delta": -delta,
+                            "fee_refund": {"amount": delta * 100, "denom": UGNOT},
+                            "pkg_path": pkg_path,
+                        }
+                    )
+                data.append(f'("{rng.choice(_WORDS)}" string)\n\n')
+            elif kind == "/vm.m_addpkg":
+                package = msg.get("package") or {}
+                size = sum(len((f.get("body") or "").encode()) for f in package.get("files") or [])
+                events.append(self._deposit_event(package.get("path") or "", size * 3 + 600))
+            elif kind == "/vm.m_run":
+                if rng.random() < 0.5:
+                    events.append(
+                        {
+                            "__typename": "GnoEvent",
+                            "type": "ProposalCreated",
+                            "pkg_path": "gno.land/r/gov/dao",
+                            "attrs": [{"key": "id", "value": str(rng.randint(1, 60))}],
+                        }
+                    )
+                data.append(f"{rng.choice(_WORDS)}\n")
+            elif kind == "/bank.MsgSend" and rng.random() < 0.08:
+                events.append(
+                    {
+                        "__typename": "UnknownEvent",
+                        "value": orjson.dumps(
+                            {
+                                "from": msg.get("from_address"),
+                                "to": msg.get("to_address"),
+                                "coins": msg.get("amount"),
+                            }
+                        ).decode(),
+                    }
+                )
+        low = max(1, gas_wanted // 20)
+        gas_used = rng.randint(low, max(low, gas_wanted * 9 // 10))
+        log = "\n".join(f"msg:{i},success:true,log:,events:[]" for i in range(len(msgs)))
+        return {
+            "success": True,
+            "gas_wanted": gas_wanted,
+            "gas_used": gas_used,
+            "log": log,
+            "info": "",
+            "error": "",
+            "data": "".join(data),
+            "events": events,
+        }
+
+    @staticmethod
+    def _deposit_event(pkg_path: str, delta: int) -> dict[str, Any]:
+        return {
+            "__typename": "StorageDepositEvent",
+            "type": "StorageDepositEvent",
+            "bytes_delta": delta,
+            "fee_delta": {"amount": delta * 100, "denom": UGNOT},
+            "pkg_path": pkg_path,
+        }
+
+    def _make_genesis(self) -> list[_Tx]:
+        rng = random.Random(int.from_bytes(self._digest(b"genesis")[:16], "big"))
+        deployer = self.accounts[0]
+        txs = []
+        for index in range(self.config.genesis_txs):
+            if index % 3 == 0:
+                name = f"{_WORDS[index // 3 % len(_WORDS)]}"
+                msg = {
+                    "@type": "/vm.m_addpkg",
+                    "creator": deployer,
+                    "package": {
+                        "name": name,
+                        "path": f"gno.land/p/sys/{name}",
+                        "files": [{"name": f"{name}.gno", "body": _gno_source(rng, name)}],
+                    },
+                    "send": "",
+                    "max_deposit": "",
+                }
+            else:
+                msg = {
+                    "@type": "/bank.MsgSend",
+                    "from_address": deployer,
+                    "to_address": self.accounts[1 + index % (len(self.accounts) - 1)],
+                    "amount": f"{rng.randint(1, 100) * 1_000_000_000}{UGNOT}",
+                }
+            amino = {
+                "msg": [msg],
+                "fee": {"gas_wanted": "50000000", "gas_fee": f"1000000{UGNOT}"},
+                "signatures": [{"pub_key": None, "signature": _b64(rng.randbytes(64))}],
+                "memo": "",
+            }
+            txs.append(self._finish_tx(0, index, amino, rng))
+        return txs
+
+    def transactions(self, height: int) -> list[dict[str, Any]]:
+        """tx-indexer's ``Transaction`` objects of one height, in index order."""
+        self._check(height)
+        return [tx.full_view() for tx in self._txs_at(height)]
+
+    def transactions_in(self, start: int, end: int) -> list[dict[str, Any]]:
+        """Transactions of heights ``start..end`` (inclusive), in height and index order."""
+        out: list[dict[str, Any]] = []
+        for height in self.tx_heights(start, end):
+            out.extend(tx.full_view() for tx in self._txs_at(height))
+        return out
+
+    def iter_transactions(
+        self, start: int, end: int, *, descending: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Like :meth:`transactions_in`, lazily, optionally newest first."""
+        heights = self.tx_heights(start, end)
+        if descending:
+            for height in reversed(heights):
+                for tx in reversed(self._txs_at(height)):
+                    yield tx.full_view()
+        else:
+            for height in heights:
+                for tx in self._txs_at(height):
+                    yield tx.full_view()
+
+    def transaction_by_hash(self, tx_hash: str) -> dict[str, Any] | None:
+        """The transaction with this (base64) hash, or None."""
+        self._ensure_hashed(self._tip)
+        where = self._by_hash.get(tx_hash)
+        if where is None or where[0] > self._tip:
+            return None
+        return self._txs_at(where[0])[where[1]].full_view()
+
+    # ------------------------------------------------------------------ blocks
+
+    def _time_ns(self, height: int) -> int:
+        if height == 0:
+            return self._start_ns
+        mixed = _mix64(self._key64 ^ (height * 0x2545F4914F6CDD1D & _MASK64))
+        mode = mixed % 100
+        rest = mixed >> 8
+        if mode < 5:
+            offset = (rest % (2 * _NS)) | 1  # full nanosecond precision
+        elif mode < 15:
+            offset = (rest % 2) * _NS  # a whole second
+        elif mode < 40:
+            offset = (rest % 2_000_000) * 1_000  # microseconds
+        else:
+            offset = (rest % 2_000) * 1_000_000  # milliseconds
+        return self._start_ns + height * BLOCK_INTERVAL_NS - _NS + offset
+
+    def time_ns(self, height: int) -> int:
+        """Block time in nanoseconds since the epoch."""
+        self._check(height)
+        return self._time_ns(height)
+
+    def _data_hash(self, height: int) -> bytes:
+        digest = self._data_hashes.get(height)
+        if digest is None:
+            digest = hashlib.sha256(b"".join(tx.digest for tx in self._txs_at(height))).digest()
+            self._data_hashes[height] = digest
+            for tx in self._txs_at(height):
+                self._by_hash.setdefault(tx.hash, (height, tx.index))
+        return digest
+
+    def _ensure_hashed(self, upto: int) -> None:
+        if upto <= self._hashed_upto:
+            return
+        with self._lock:
+            height = self._hashed_upto + 1
+            if upto < height:
+                return
+            hashes = self._hashes
+            previous = bytes(hashes[-32:]) if height >= 2 else b""
+            total = self.total_txs(height - 1) if height >= 2 else 0
+            prefix = self._header_prefix
+            counts = self._tx_count
+            sha256 = hashlib.sha256
+            pack = _HEADER.pack
+            # The header's time is a function of the key and height, both hashed.
+            while height <= upto:
+                count = counts.get(height, 0)
+                if count:
+                    total += count
+                    previous = sha256(
+                        prefix + pack(height, count, total) + previous + self._data_hash(height)
+                    ).digest()
+                else:
+                    previous = sha256(prefix + pack(height, 0, total) + previous).digest()
+                hashes += previous
+                height += 1
+            self._hashed_upto = upto
+
+    def prepare(self, upto: int | None = None, *, step: int = 100_000) -> None:
+        """Compute block hashes up to ``upto`` (default: the tip) ahead of first use.
+
+        Hashes are otherwise computed on the first request that needs them, which for a
+        chain of millions of blocks takes a few seconds. Works in steps so that readers
+        of lower heights are not held up.
+        """
+        upto = self._tip if upto is None else min(upto, self._tip)
+        while self._hashed_upto < upto:
+            self._ensure_hashed(min(upto, self._hashed_upto + step))
+
+    def block_hash(self, height: int) -> str:
+        """``Block.hash`` (empty for the genesis block, as tx-indexer serves it)."""
+        self._check(height)
+        if height == 0:
+            return ""
+        self._ensure_hashed(height)
+        return _b64(self._hashes[(height - 1) * 32 : height * 32])
+
+    def _app_hash(self, height: int) -> str:
+        # The app state changes only in blocks with transactions.
+        index = bisect.bisect_left(self._tx_heights, height)
+        state = self._tx_heights[index - 1] if index else 0
+        cached = self._app_hash_cache.get(state)
+        if cached is None:
+            cached = _b64(self._digest(b"app", state))
+            if len(self._app_hash_cache) > 65_536:
+                self._app_hash_cache.clear()
+            self._app_hash_cache[state] = cached
+        return cached
+
+    def _genesis_block(self) -> dict[str, Any]:
+        count = len(self._genesis)
+        return {
+            "hash": "",
+            "height": 0,
+            "version": "",
+            "chain_id": self.config.chain_id,
+            "time": self._genesis_time,
+            "num_txs": count,
+            "total_txs": count,
+            "app_version": "",
+            "last_block_hash": "",
+            "last_commit_hash": "",
+            "validators_hash": "",
+            "next_validators_hash": "",
+            "consensus_hash": "",
+            "app_hash": "",
+            "last_results_hash": "",
+            "proposer_address_raw": self._zero_address,
+            "txs": [],
+        }
+
+    def block(self, height: int) -> dict[str, Any]:
+        """tx-indexer's ``Block`` at ``height``, every field."""
+        self._check(height)
+        return self.blocks_in(height, height)[0]
+
+    def blocks_in(self, start: int, end: int) -> list[dict[str, Any]]:
+        """Blocks ``start..end`` (inclusive, clipped to the chain), ascending."""
+        start = max(start, self.lowest)
+        end = min(end, self._tip)
+        if end < start:
+            return []
+        return list(self.iter_blocks(start, end))
+
+    def iter_blocks(
+        self, start: int, end: int, *, descending: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Blocks ``start..end`` (inclusive, clipped to the chain), built lazily."""
+        start = max(start, self.lowest)
+        end = min(end, self._tip)
+        if end < start:
+            return
+        self._ensure_hashed(end)
+        heights = range(end, start - 1, -1) if descending else range(start, end + 1)
+        hashes = self._hashes
+        b64encode = base64.b64encode
+        sha256 = hashlib.sha256
+        counts = self._tx_count
+        chain_id = self.config.chain_id
+        validators_hash = self._validators_hash
+        consensus_hash = self._consensus_hash
+        validators = self.validators
+        n_validators = len(validators)
+        key = self._key
+        time_ns = self._time_ns
+        for height in heights:
+            if height == 0:
+                yield self._genesis_block()
+                continue
+            offset = (height - 1) * 32
+            digest = hashes[offset : offset + 32]
+            if height >= 2:
+                previous = hashes[offset - 32 : offset]
+                last_block_hash = b64encode(previous).decode()
+                last_commit_hash = b64encode(sha256(key + b"commit" + previous).digest()).decode()
+                if counts.get(height - 1):
+                    last_results_hash = b64encode(
+                        sha256(key + b"results" + previous).digest()
+                    ).decode()
+                else:
+                    last_results_hash = ""
+            else:
+                last_block_hash = last_commit_hash = last_results_hash = ""
+            count = counts.get(height, 0)
+            if count:
+                txs = [tx.block_view() for tx in self._txs_at(height)]
+            else:
+                txs = []
+            yield {
+                "hash": b64encode(digest).decode(),
+                "height": height,
+                "version": VERSION,
+                "chain_id": chain_id,
+                "time": format_time_ns(time_ns(height)),
+                "num_txs": count,
+                "total_txs": self.total_txs(height),
+                "app_version": APP_VERSION,
+                "last_block_hash": last_block_hash,
+                "last_commit_hash": last_commit_hash,
+                "validators_hash": validators_hash,
+                "next_validators_hash": validators_hash,
+                "consensus_hash": consensus_hash,
+                "app_hash": self._app_hash(height),
+                "last_results_hash": last_results_hash,
+                "proposer_address_raw": validators[height % n_validators],
+                "txs": txs,
+            }
