@@ -266,7 +266,7 @@ def test_cap_returns_the_first_elements_and_an_error() -> None:
 
 def test_default_cap_is_ten_thousand() -> None:
     executor = Executor(Chain(ChainConfig(blocks=10_050, dense_length=0)))
-    status, body = run(executor, queries.BLOCK_HEIGHTS, {"where": queries.blocks_where(0, None)})
+    status, body = run(executor, queries.BLOCK_HEIGHTS, {"where": {}})
     assert status == 200
     assert [b["height"] for b in body["data"]["getBlocks"]] == list(range(10_000))
     assert [e["message"] for e in body["errors"]] == ["max elements per query reached (10000)"]
@@ -276,7 +276,7 @@ def test_default_cap_is_ten_thousand() -> None:
 
 
 def test_genesis_quirks(executor: Executor, chain: Chain) -> None:
-    body = ok(executor, queries.BLOCKS, {"where": queries.blocks_where(0, 2)})
+    body = ok(executor, queries.BLOCKS, {"where": {"height": {"lt": 3}}})
     genesis, first, second = body["data"]["getBlocks"]
     assert genesis["height"] == 0 and genesis["hash"] == "" and genesis["last_block_hash"] == ""
     assert genesis["num_txs"] == genesis["total_txs"] == 3
@@ -304,7 +304,7 @@ def test_genesis_quirks(executor: Executor, chain: Chain) -> None:
 
 
 def test_chain_links_counts_and_hashes(executor: Executor, chain: Chain) -> None:
-    body = ok(executor, queries.BLOCKS, {"where": queries.blocks_where(0, None)})
+    body = ok(executor, queries.BLOCKS, {"where": {}})
     blocks = body["data"]["getBlocks"]
     body = ok(executor, queries.TRANSACTIONS, {"where": {}})
     txs = body["data"]["getTransactions"]
@@ -347,12 +347,12 @@ def test_chain_links_counts_and_hashes(executor: Executor, chain: Chain) -> None
 
 
 def test_served_shapes_decode_as_gnosync_expects(executor: Executor) -> None:
-    status, raw = executor.execute(queries.BLOCKS, {"where": queries.blocks_where(0, 80)})
+    status, raw = executor.execute(queries.BLOCKS, {"where": {"height": {"lt": 81}}})
     assert status == 200
     envelope = msgspec.json.decode(raw, type=dict[str, dict[str, list[model.Block]]])
     assert len(envelope["data"]["getBlocks"]) == 81
     status, raw = executor.execute(
-        queries.TRANSACTIONS, {"where": queries.transactions_where(0, 80)}
+        queries.TRANSACTIONS, {"where": {"block_height": {"lt": 81}}}
     )
     assert status == 200
     txs = msgspec.json.decode(raw, type=dict[str, dict[str, list[model.Transaction]]])["data"][
@@ -460,7 +460,7 @@ async def test_http_server_behaviours() -> None:
                 {"data": {"latestBlockHeight": 400}},
             )
             status, body = await post(
-                {"query": queries.BLOCKS, "variables": {"where": queries.blocks_where(0, 99)}}
+                {"query": queries.BLOCKS, "variables": {"where": {"height": {"lt": 100}}}}
             )
             assert status == 200 and len(body["data"]["getBlocks"]) == 50
             assert body["errors"] == [

@@ -63,8 +63,6 @@ def start_embedded(data_dir: Path | None = None) -> tuple[str, Path]:
     initialised on first use. The DSN names the database ``gnosync``, created if absent.
     Raises ``StoreError`` (not retryable) when the server cannot start.
     """
-    import pgserver  # heavy, and only needed here
-
     data_dir = Path(data_dir if data_dir is not None else default_data_dir())
     data_dir = data_dir.expanduser().resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +72,8 @@ def start_embedded(data_dir: Path | None = None) -> tuple[str, Path]:
             # pgserver asks platformdirs for a runtime dir it does not need here; the
             # warning about a missing XDG_RUNTIME_DIR would only confuse users.
             warnings.simplefilter("ignore")
+            import pgserver  # heavy, and only needed here
+
             server = pgserver.get_server(data_dir, cleanup_mode=None)
         info = server.get_postmaster_info()
     except (subprocess.SubprocessError, OSError, AssertionError) as exc:
