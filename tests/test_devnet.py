@@ -120,7 +120,7 @@ def test_schema_is_a_faithful_subset_of_tx_indexer() -> None:
         else:
             assert isinstance(type_, GraphQLScalarType)
     assert checked > 100
-    # What the brief of the devnet names is there.
+    # Every type the devnet promises to serve is declared.
     query = devnet.query_type.fields
     assert set(query) == {"latestBlockHeight", "getBlocks", "getTransactions"}
     assert str(query["getBlocks"].args["where"].type) == "FilterBlock!"
