@@ -10,10 +10,16 @@ Tests, benchmarks and the quickstart use it in place of a real tx-indexer::
 It serves the part of tx-indexer's GraphQL API that gnosync uses (``latestBlockHeight``,
 ``getBlocks``, ``getTransactions``) with the same names, types, filters, element cap and
 genesis quirks; see :mod:`gnosync.devnet.chain` and :mod:`gnosync.devnet.executor`.
+
+It also fails on demand, for tests and chaos runs: HTTP errors, stalls, connection
+resets, malformed or wrong answers, lagging or backwards heights
+(:mod:`gnosync.devnet.faults`), chain resets and outages, driven in-process or through
+the ``/control/*`` routes (:mod:`gnosync.devnet.server`).
 """
 
 from gnosync.devnet.chain import Chain, ChainConfig
 from gnosync.devnet.executor import DEFAULT_MAX_ELEMENTS, Executor, devnet_schema, schema_sdl
+from gnosync.devnet.faults import FaultInjector, Faults
 from gnosync.devnet.server import DEFAULT_PORT, DevnetServer, running_devnet, serve_forever
 
 __all__ = [
@@ -23,6 +29,8 @@ __all__ = [
     "ChainConfig",
     "DevnetServer",
     "Executor",
+    "FaultInjector",
+    "Faults",
     "devnet_schema",
     "running_devnet",
     "schema_sdl",

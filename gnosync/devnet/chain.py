@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import dataclasses
 import hashlib
 import math
 import random
@@ -494,7 +495,9 @@ def _load_txs_files(paths: list[Path]) -> list[tuple[int, dict[str, Any]]]:
 class Chain:
     """A deterministic chain. See the module docstring for its shape and quirks.
 
-    Thread-safe: one thread may ``append_block`` while others read.
+    Thread-safe: one thread may ``append_block`` or ``reset`` while others read; a
+    reader that must see one chain across several calls (a whole request) holds
+    :attr:`lock`.
     """
 
     def __init__(self, config: ChainConfig | None = None):
@@ -556,6 +559,36 @@ class Chain:
     @property
     def chain_id(self) -> str:
         return self.config.chain_id
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Hold it to read several things consistently while other threads grow or
+        reset the chain (the executor holds it for each request)."""
+        return self._lock
+
+    def reset(self, chain_id: str | None = None, seed: int | None = None) -> None:
+        """Serve another chain at the same heights from now on: the lowest height and
+        the tip stay, everything else (hashes, times, transactions) changes.
+
+        ``chain_id`` replaces the chain id when given; ``seed`` replaces the seed
+        (default: the current seed + 1, so the hashes always change). The new chain is
+        exactly ``Chain(ChainConfig(..., blocks=<tip>, chain_id=..., seed=...))``, grown
+        to the tip if the chain grew meanwhile.
+        """
+        with self._lock:
+            config = dataclasses.replace(
+                self.config,
+                blocks=self._tip,
+                chain_id=self.config.chain_id if chain_id is None else chain_id,
+                seed=self.config.seed + 1 if seed is None else seed,
+            )
+        fresh = Chain(config)  # built outside the lock: readers are not held up
+        with self._lock:
+            while fresh._tip < self._tip:
+                fresh.append_block()
+            state = dict(fresh.__dict__)
+            del state["_lock"]
+            self.__dict__.update(state)
 
     def __len__(self) -> int:
         return self._tip - self.lowest + 1

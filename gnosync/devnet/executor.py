@@ -329,6 +329,7 @@ def literal_value(node: ValueNode, type_: Any, variables: dict[str, Any]) -> Any
 # -------------------------------------------------------------------- projection
 
 Projector = Callable[[Any], Any]
+Amend = Callable[[str, Any], Any]  # (root field, its answer) -> the answer to serve
 
 
 class _Compiler:
@@ -547,11 +548,24 @@ class Executor:
     # ----------------------------------------------------------------- requests
 
     def execute(
-        self, query: Any, variables: Any = None, operation_name: Any = None
+        self,
+        query: Any,
+        variables: Any = None,
+        operation_name: Any = None,
+        *,
+        amend: Amend | None = None,
     ) -> tuple[int, bytes]:
-        """HTTP status and JSON body for one GraphQL request."""
+        """HTTP status and JSON body for one GraphQL request.
+
+        ``amend(field, value)``, when given, sees the answer of each root field
+        (``latestBlockHeight``, ``getBlocks``, ``getTransactions``) before it is encoded
+        and returns the value to serve; lists it gets are its own to change in place.
+        The whole request runs under the chain's lock, so it sees one consistent chain
+        even while another thread grows or resets it.
+        """
         try:
-            data, errors = self._run(query, variables, operation_name)
+            with self.chain.lock:
+                data, errors = self._run(query, variables, operation_name, amend)
         except RequestError as exc:
             return exc.status, orjson.dumps({"errors": exc.errors, "data": None})
         body: dict[str, Any] = {}
@@ -560,8 +574,40 @@ class Executor:
         body["data"] = data
         return 200, orjson.dumps(body)
 
+    def root_fields(self, query: Any, operation_name: Any = None) -> frozenset[str]:
+        """The root fields a request asks for (empty when it would not run).
+
+        Fields under ``@skip``/``@include`` count as asked for.
+        """
+        if not isinstance(query, str) or not query.strip():
+            return frozenset()
+        prepared = self.document(query)
+        if prepared.errors:
+            return frozenset()
+        try:
+            operation = self._operation(
+                prepared, operation_name if isinstance(operation_name, str) else None
+            )
+        except RequestError:
+            return frozenset()
+        names: set[str] = set()
+        pending = [operation.selection_set]
+        seen: set[str] = set()
+        while pending:
+            for selection in pending.pop().selections:
+                if isinstance(selection, FieldNode):
+                    names.add(selection.name.value)
+                elif isinstance(selection, InlineFragmentNode):
+                    pending.append(selection.selection_set)
+                elif isinstance(selection, FragmentSpreadNode):
+                    name = selection.name.value
+                    if name not in seen and name in prepared.fragments:
+                        seen.add(name)
+                        pending.append(prepared.fragments[name].selection_set)
+        return frozenset(names)
+
     def _run(
-        self, query: Any, variables: Any, operation_name: Any
+        self, query: Any, variables: Any, operation_name: Any, amend: Amend | None = None
     ) -> tuple[Any, list[dict[str, Any]]]:
         if not isinstance(query, str) or not query.strip():
             raise RequestError([_error("no operation provided", "GRAPHQL_VALIDATION_FAILED")])
@@ -601,7 +647,7 @@ class Executor:
             if name == "__typename":
                 data[key] = query_type.name
             elif name == "latestBlockHeight":
-                data[key] = self.chain.tip
+                data[key] = self.chain.tip if amend is None else amend(name, self.chain.tip)
             elif name in ("getBlocks", "getTransactions"):
                 field = query_type.fields[name]
                 args = self._arguments(field, node, coerced)
@@ -618,6 +664,9 @@ class Executor:
                 except ResolverError as exc:
                     data[key] = None
                     errors.append({"message": str(exc), "path": [key]})
+                else:
+                    if amend is not None:
+                        data[key] = amend(name, data[key])
             else:  # validated against the schema: nothing else exists
                 raise RequestError([_error(f"field {name} is not served", None, [node])])
         return data, errors

@@ -8,6 +8,22 @@ Routes (as tx-indexer serves them):
   there); ``GET /``: one line of text. Anything else is 404.
 
 Websocket subscriptions are not served.
+
+Control routes, for tests and chaos runs (JSON in and out, never faulted; a bad request
+gets HTTP 400 with ``{"error": "..."}``):
+
+* ``GET /control/faults``: the fault config (``faults``), ``counts`` of injected faults
+  by kind, ``injected``, ``requests``, and the chain's ``chain_id``, ``seed``,
+  ``lowest``, ``tip``, plus ``up`` and ``outages``. Every control route answers this.
+* ``POST /control/faults`` ``{"http_503": 0.1, ...}``: merge fields into the config
+  (see :class:`gnosync.devnet.faults.Faults`); an unknown field or bad value is a 400.
+* ``POST /control/faults/reset``: every rate back to 0 (``{"counts": true}`` zeroes
+  the counts too).
+* ``POST /control/chain-reset`` ``{"chain_id": "...", "seed": N}`` (both optional):
+  serve another chain at the same heights (:meth:`Chain.reset`).
+* ``POST /control/outage`` ``{"seconds": 2.5}``: answer, then refuse connections for
+  that long, then listen again on the same port.
+* ``POST /control/grow`` ``{"blocks": N}``: append N blocks.
 """
 
 from __future__ import annotations
@@ -15,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
+import struct
 import sys
 import threading
 from collections.abc import Iterator
@@ -25,11 +43,18 @@ from aiohttp import web
 
 from gnosync.devnet.chain import Chain, ChainConfig
 from gnosync.devnet.executor import DEFAULT_MAX_ELEMENTS, Executor
+from gnosync.devnet.faults import (
+    GRAPHQL_ERROR_MESSAGE,
+    PROXY_BODIES,
+    FaultInjector,
+    Faults,
+)
 
 __all__ = ["DEFAULT_PORT", "DevnetServer", "running_devnet", "serve_forever"]
 
 DEFAULT_PORT = 8546  # tx-indexer's default HTTP port
 GRAPHQL_PATH = "/graphql/query"
+CONTROL_PATH = "/control"
 
 _JSON = "application/json"
 
@@ -44,7 +69,11 @@ class DevnetServer:
 
     With ``block_time`` (default: the chain config's) a background task appends a block
     every ``block_time`` seconds while the server runs. ``max_elements`` is the
-    per-query element cap (tx-indexer's is 10,000).
+    per-query element cap (tx-indexer's is 10,000). ``faults`` (default: none) makes
+    the GraphQL endpoint misbehave on demand; ``server.faults`` may be changed or
+    replaced at any time, and ``server.injector.counts`` counts what was injected.
+    ``go_down()``/``come_up()``/``outage(seconds)`` take the listening socket away and
+    bring it back on the same port.
     """
 
     def __init__(
@@ -55,14 +84,29 @@ class DevnetServer:
         max_elements: int = DEFAULT_MAX_ELEMENTS,
         *,
         block_time: float | None = None,
+        faults: Faults | None = None,
     ):
         self.chain = chain
         self.host = host
         self.port = port
         self.block_time = chain.config.block_time if block_time is None else block_time
         self.executor = Executor(chain, max_elements=max_elements)
+        self.injector = FaultInjector(faults)
+        self.outages = 0
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self._grower: asyncio.Task[None] | None = None
+        self._outage: asyncio.Task[None] | None = None
+        self._interrupt = asyncio.Event()  # set when the server goes down: ends stalls
+
+    @property
+    def faults(self) -> Faults:
+        """The fault config in force (mutable in place)."""
+        return self.injector.faults
+
+    @faults.setter
+    def faults(self, faults: Faults | None) -> None:
+        self.injector.faults = faults if faults is not None else Faults()
 
     @property
     def max_elements(self) -> int:
@@ -71,8 +115,18 @@ class DevnetServer:
     @property
     def url(self) -> str:
         """The GraphQL endpoint, e.g. ``http://127.0.0.1:8546/graphql/query``."""
+        return self.base_url + GRAPHQL_PATH
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT``: the control routes live under ``/control/``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}{GRAPHQL_PATH}"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def up(self) -> bool:
+        """Whether the server accepts connections (started and not in an outage)."""
+        return self._site is not None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024 * 1024)
@@ -80,6 +134,12 @@ class DevnetServer:
         app.router.add_get(GRAPHQL_PATH, self._get)
         app.router.add_get("/graphql", self._playground)
         app.router.add_get("/", self._root)
+        app.router.add_get(CONTROL_PATH + "/faults", self._control_faults)
+        app.router.add_post(CONTROL_PATH + "/faults", self._control_set_faults)
+        app.router.add_post(CONTROL_PATH + "/faults/reset", self._control_reset_faults)
+        app.router.add_post(CONTROL_PATH + "/chain-reset", self._control_chain_reset)
+        app.router.add_post(CONTROL_PATH + "/outage", self._control_outage)
+        app.router.add_post(CONTROL_PATH + "/grow", self._control_grow)
         return app
 
     async def start(self) -> None:
@@ -94,20 +154,25 @@ class DevnetServer:
             await runner.cleanup()
             raise
         self._runner = runner
+        self._site = site
+        self._interrupt = asyncio.Event()
         address = runner.addresses[0]
         self.port = int(address[1])
         if self.block_time:
             self._grower = asyncio.get_running_loop().create_task(self._grow(self.block_time))
 
     async def stop(self) -> None:
-        if self._grower is not None:
-            self._grower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._grower
-            self._grower = None
+        for task in (self._grower, self._outage):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._grower = self._outage = None
+        self._interrupt.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self._site = None
 
     async def __aenter__(self) -> DevnetServer:
         await self.start()
@@ -124,13 +189,107 @@ class DevnetServer:
             self.chain.append_block()
             next_at += interval
 
+    # ------------------------------------------------------------------ outages
+
+    async def go_down(self) -> None:
+        """Stop listening (new connections are refused) and close open connections,
+        idle keep-alive ones and those with a request in progress alike."""
+        if self._runner is None:
+            raise RuntimeError("the devnet server is not running")
+        if self._site is None:
+            return
+        site, self._site = self._site, None
+        await site.stop()
+        self.outages += 1
+        self._interrupt.set()
+        for handler in self._runner.server.connections if self._runner.server else ():
+            handler.force_close()
+
+    async def come_up(self) -> None:
+        """Listen again, on the same host and port."""
+        if self._runner is None:
+            raise RuntimeError("the devnet server is not running")
+        if self._site is not None:
+            return
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        self._site = site
+        self._interrupt = asyncio.Event()
+
+    async def outage(self, seconds: float) -> None:
+        """Go down for ``seconds``, then come back up on the same port."""
+        await self.go_down()
+        await asyncio.sleep(seconds)
+        await self.come_up()
+
+    def _schedule_outage(self, seconds: float) -> None:
+        if self._outage is not None:
+            self._outage.cancel()  # the new outage decides when the server comes back
+        self._outage = asyncio.get_running_loop().create_task(self.outage(seconds))
+
     # ------------------------------------------------------------------ handlers
 
-    def _answer(self, query: Any, variables: Any, operation_name: Any) -> web.Response:
-        status, body = self.executor.execute(query, variables, operation_name)
+    async def _answer(
+        self, request: web.Request, query: Any, variables: Any, operation_name: Any
+    ) -> web.StreamResponse:
+        injector = self.injector
+        if not injector.faults.active:
+            status, body = self.executor.execute(query, variables, operation_name)
+            return web.Response(body=body, status=status, content_type=_JSON)
+        operations = self.executor.root_fields(query, operation_name)
+        kind = injector.transport_fault(operations)
+        if kind in _PROXY_STATUSES:
+            status = _PROXY_STATUSES[kind]
+            headers = {}
+            if status == 429:
+                headers["Retry-After"] = f"{injector.faults.retry_after:g}"
+            return web.Response(
+                status=status, text=PROXY_BODIES[status], content_type="text/plain", headers=headers
+            )
+        if kind == "graphql_error":
+            body = orjson.dumps({"errors": [{"message": GRAPHQL_ERROR_MESSAGE}], "data": None})
+            return web.Response(body=body, status=200, content_type=_JSON)
+        if kind in ("reset", "malformed"):
+            status, body = self.executor.execute(query, variables, operation_name)
+            if kind == "malformed":
+                return web.Response(body=injector.garble(body), status=200, content_type=_JSON)
+            return await self._reset_midway(request, status, body)
+        if kind == "stall" and not await self._stall(injector.faults.stall_seconds):
+            return _abort(request)
+        status, body = self.executor.execute(
+            query, variables, operation_name, amend=injector.amend
+        )
         return web.Response(body=body, status=status, content_type=_JSON)
 
-    async def _post(self, request: web.Request) -> web.Response:
+    async def _stall(self, seconds: float) -> bool:
+        """Wait ``seconds``; False when the server went down meanwhile."""
+        interrupt = self._interrupt
+        try:
+            await asyncio.wait_for(interrupt.wait(), seconds)
+        except TimeoutError:
+            return True
+        return False
+
+    async def _reset_midway(
+        self, request: web.Request, status: int, body: bytes
+    ) -> web.StreamResponse:
+        """Status line, headers and part of ``body``, then a TCP reset."""
+        response = web.StreamResponse(status=status, headers={"Content-Type": _JSON})
+        response.content_length = len(body)
+        await response.prepare(request)
+        await response.write(body[: self.injector.cut(body)])
+        transport = request.transport
+        if transport is not None:
+            # Let what was written leave before the reset, or the client sees none of it.
+            deadline = asyncio.get_running_loop().time() + 1.0
+            while (
+                transport.get_write_buffer_size()
+                and asyncio.get_running_loop().time() < deadline
+            ):
+                await asyncio.sleep(0.001)
+        return _abort(request, response)
+
+    async def _post(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
             payload = orjson.loads(raw)
@@ -138,11 +297,11 @@ class DevnetServer:
             return _json_error(400, f"json request body could not be decoded: {exc}")
         if not isinstance(payload, dict):
             return _json_error(400, "json request body could not be decoded: expected an object")
-        return self._answer(
-            payload.get("query"), payload.get("variables"), payload.get("operationName")
+        return await self._answer(
+            request, payload.get("query"), payload.get("variables"), payload.get("operationName")
         )
 
-    async def _get(self, request: web.Request) -> web.Response:
+    async def _get(self, request: web.Request) -> web.StreamResponse:
         query = request.query.get("query")
         if query is None:
             return web.Response(
@@ -156,7 +315,7 @@ class DevnetServer:
                 variables = orjson.loads(request.query["variables"])
             except orjson.JSONDecodeError:
                 return _json_error(400, "variables could not be decoded")
-        return self._answer(query, variables, request.query.get("operationName"))
+        return await self._answer(request, query, variables, request.query.get("operationName"))
 
     async def _playground(self, request: web.Request) -> web.Response:
         html = (
@@ -176,6 +335,135 @@ class DevnetServer:
             )
         )
 
+    # ------------------------------------------------------------ control routes
+
+    def _state(self) -> dict[str, Any]:
+        chain = self.chain
+        return {
+            **self.injector.snapshot(),
+            "chain_id": chain.chain_id,
+            "seed": chain.config.seed,
+            "lowest": chain.lowest,
+            "tip": chain.tip,
+            "up": self.up,
+            "outages": self.outages,
+        }
+
+    async def _control_faults(self, request: web.Request) -> web.Response:
+        return _json(self._state())
+
+    async def _control_set_faults(self, request: web.Request) -> web.Response:
+        changes = await _control_body(request)
+        if isinstance(changes, web.Response):
+            return changes
+        try:
+            self.injector.faults.update(changes)
+        except ValueError as exc:
+            return _control_error(str(exc))
+        return _json(self._state())
+
+    async def _control_reset_faults(self, request: web.Request) -> web.Response:
+        options = await _control_body(request, allowed=("counts",))
+        if isinstance(options, web.Response):
+            return options
+        self.injector.faults.clear()
+        if options.get("counts"):
+            self.injector.clear_counts()
+        return _json(self._state())
+
+    async def _control_chain_reset(self, request: web.Request) -> web.Response:
+        options = await _control_body(request, allowed=("chain_id", "seed"))
+        if isinstance(options, web.Response):
+            return options
+        chain_id, seed = options.get("chain_id"), options.get("seed")
+        if chain_id is not None and (not isinstance(chain_id, str) or not chain_id):
+            return _control_error(f"chain_id must be a non-empty string, got {chain_id!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            return _control_error(f"seed must be an integer, got {seed!r}")
+        try:
+            await asyncio.to_thread(self.chain.reset, chain_id, seed)
+        except ValueError as exc:
+            return _control_error(str(exc))
+        return _json(self._state())
+
+    async def _control_outage(self, request: web.Request) -> web.StreamResponse:
+        options = await _control_body(request, allowed=("seconds",))
+        if isinstance(options, web.Response):
+            return options
+        seconds = options.get("seconds")
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not 0 < seconds <= 3600
+        ):
+            return _control_error(f"seconds must be a number in (0, 3600], got {seconds!r}")
+        response = _json({"down_for": seconds, "port": self.port})
+        response.force_close()
+        # Answer first: the connection closes cleanly after the answer, then the outage.
+        await response.prepare(request)
+        await response.write_eof()
+        self._schedule_outage(float(seconds))
+        return response
+
+    async def _control_grow(self, request: web.Request) -> web.Response:
+        options = await _control_body(request, allowed=("blocks",))
+        if isinstance(options, web.Response):
+            return options
+        blocks = options.get("blocks", 1)
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or not 0 <= blocks <= 10_000_000:
+            return _control_error(f"blocks must be an integer in 0..10000000, got {blocks!r}")
+        for _ in range(blocks):
+            self.chain.append_block()
+        return _json(self._state())
+
+
+_PROXY_STATUSES = {"http_500": 500, "http_502": 502, "http_503": 503, "http_429": 429}
+
+
+def _abort(request: web.Request, response: web.StreamResponse | None = None) -> web.StreamResponse:
+    """Reset the request's TCP connection (RST, not a clean close); the returned
+    response is never delivered."""
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    return response if response is not None else web.Response(status=500)
+
+
+def _json(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type=_JSON)
+
+
+def _control_error(message: str) -> web.Response:
+    return _json({"error": message}, status=400)
+
+
+async def _control_body(
+    request: web.Request, allowed: tuple[str, ...] | None = None
+) -> dict[str, Any] | web.Response:
+    """The JSON object a control request carries (an empty body is ``{}``), or a 400."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return _control_error(f"the request body is not JSON: {exc}")
+    if not isinstance(body, dict):
+        return _control_error("the request body must be a JSON object")
+    if allowed is not None:
+        unknown = sorted(name for name in body if name not in allowed)
+        if unknown:
+            return _control_error(
+                f"unknown field{'s' if len(unknown) > 1 else ''}"
+                f" {', '.join(repr(name) for name in unknown)}; known fields:"
+                f" {', '.join(allowed)}"
+            )
+    return body
+
 
 @contextlib.contextmanager
 def running_devnet(chain: Chain | ChainConfig | None = None, **options: Any) -> Iterator[str]:
@@ -183,7 +471,9 @@ def running_devnet(chain: Chain | ChainConfig | None = None, **options: Any) -> 
 
     ``chain`` is a :class:`Chain` or a :class:`ChainConfig` (default: ``ChainConfig()``);
     ``options`` go to :class:`DevnetServer` (``host``, ``port``, ``max_elements``,
-    ``block_time``). The server stops, and the thread ends, when the block exits.
+    ``block_time``, ``faults``). The server stops, and the thread ends, when the block
+    exits. The ``Chain`` and ``Faults`` objects given are the ones served: changing
+    them from the caller's thread takes effect on the next request.
     """
     if not isinstance(chain, Chain):
         chain = Chain(chain)
@@ -227,19 +517,24 @@ def serve_forever(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
+    faults: Faults | None = None,
 ) -> int:
     """Serve a devnet until SIGINT or SIGTERM; return the exit status (0).
 
     Prints one line once the server listens::
 
         gnosync devnet serving chain '<id>' heights <lowest>..<tip> at http://HOST:PORT/graphql/query
+
+    and, when ``faults`` makes anything happen, a second line about them.
     """
     chain = Chain(config)
-    return asyncio.run(_serve(chain, host, port, max_elements))
+    return asyncio.run(_serve(chain, host, port, max_elements, faults))
 
 
-async def _serve(chain: Chain, host: str, port: int, max_elements: int) -> int:
-    server = DevnetServer(chain, host=host, port=port, max_elements=max_elements)
+async def _serve(
+    chain: Chain, host: str, port: int, max_elements: int, faults: Faults | None = None
+) -> int:
+    server = DevnetServer(chain, host=host, port=port, max_elements=max_elements, faults=faults)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
@@ -256,6 +551,14 @@ async def _serve(chain: Chain, host: str, port: int, max_elements: int) -> int:
             f"{chain.lowest}..{chain.tip} at {server.url}",
             flush=True,
         )
+        if server.faults.active:
+            rate = server.faults.transport_rate
+            print(
+                f"gnosync devnet injecting faults: {rate:.3g} of requests fail"
+                f" (seed {server.faults.seed}, stalls {server.faults.stall_seconds:g}s);"
+                f" see {server.base_url}{CONTROL_PATH}/faults",
+                flush=True,
+            )
         try:
             await stop.wait()
         except (KeyboardInterrupt, asyncio.CancelledError):
