@@ -29,7 +29,7 @@ DEFAULT_CONFIG_FILE = Path(platformdirs.user_config_dir("gnosync")) / "gnosync.t
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GNOSYNC_", extra="forbid", env_ignore_empty=True)
 
-    source: str | None = Field(None, description="tx-indexer GraphQL URL")
+    source: str | None = Field(None, description="tx-indexer GraphQL URLs, comma-separated")
     db: str | None = Field(None, description="PostgreSQL DSN; embedded PostgreSQL when unset")
     db_schema: str = Field("indexer", description="PostgreSQL schema gnosync writes")
     component: str = Field("block_sync", description="app_state row this process owns")
@@ -37,17 +37,39 @@ class Settings(BaseSettings):
     interval: float = Field(1.0, gt=0, description="seconds between polls at the tip")
     start_height: int | None = Field(None, ge=0, description="first height of a new sync")
     request_timeout: float = Field(30.0, gt=0, description="seconds per source request")
+    connect_timeout: float = Field(3.0, gt=0, description="seconds to connect to a source")
+    read_timeout: float = Field(10.0, gt=0, description="longest silence within an answer")
+    max_response_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="largest answer read")
     retry_initial: float = Field(0.2, gt=0, description="first retry delay, seconds")
-    retry_max: float = Field(5.0, gt=0, description="longest retry delay, seconds")
+    retry_max: float = Field(3.0, gt=0, description="longest retry delay, seconds")
     retry_attempts: int = Field(8, ge=1, description="tries per batch for one-shot commands")
     data_dir: Path | None = Field(None, description="embedded PostgreSQL data directory")
 
     @field_validator("source")
     @classmethod
     def _source_is_http(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
+        for url in _split(value):
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
         return value
+
+    @property
+    def sources(self) -> list[str]:
+        """The source URLs, in the order given."""
+        return _split(self.source)
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for every :class:`~gnosync.source.client.SourceClient`."""
+        return {
+            "timeout": self.request_timeout,
+            "connect_timeout": self.connect_timeout,
+            "read_timeout": self.read_timeout,
+            "max_response_bytes": self.max_response_bytes,
+        }
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
 
     @classmethod
     def settings_customise_sources(

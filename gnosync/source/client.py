@@ -86,11 +86,23 @@ def _retry_after(value: str | None) -> float | None:
 class SourceClient:
     """One tx-indexer endpoint. Use as ``async with SourceClient(url) as source``."""
 
-    def __init__(self, url: str, *, timeout: float = 30.0, max_elements: int = SERVER_CAP):
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 10.0,
+        max_response_bytes: int = 256 * 1024 * 1024,
+        max_elements: int = SERVER_CAP,
+    ):
         self.url = graphql_url(url)
         self.max_elements = max_elements
+        self.max_response_bytes = max_response_bytes
+        # total bounds a whole answer, sock_read a silence in the middle of one: a
+        # stalled server is given up on after read_timeout, not after the total.
         self._timeout = aiohttp.ClientTimeout(
-            total=timeout, connect=min(10.0, timeout), sock_read=timeout
+            total=timeout, connect=min(connect_timeout, timeout), sock_read=min(read_timeout, timeout)
         )
         self._session: aiohttp.ClientSession | None = None
 
@@ -118,13 +130,14 @@ class SourceClient:
         payload = orjson.dumps({"query": document, "variables": variables})
         try:
             async with self._http().post(self.url, data=payload) as response:
-                body = await response.read()
+                body = await self._read_capped(response)
                 status = response.status
                 retry_after = _retry_after(response.headers.get("Retry-After"))
                 content_type = response.headers.get("Content-Type", "")
         except asyncio.TimeoutError:
             raise SourceError(
-                f"source {self.url} did not answer within {self._timeout.total:g}s",
+                f"source {self.url} did not answer in time (connect {self._timeout.connect:g}s,"
+                f" silence {self._timeout.sock_read:g}s, total {self._timeout.total:g}s)",
                 retryable=True,
             ) from None
         except aiohttp.ClientConnectorError as exc:
@@ -156,6 +169,24 @@ class SourceClient:
                 " give the tx-indexer URL, e.g. http://host:8546/graphql/query"
             )
         return body
+
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
+        """The body, refusing to buffer more than ``max_response_bytes``."""
+        if (response.content_length or 0) > self.max_response_bytes:
+            raise self._too_large()
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > self.max_response_bytes:
+                raise self._too_large()
+        return bytes(body)
+
+    def _too_large(self) -> SourceError:
+        return SourceError(
+            f"source {self.url} sent an answer over {self.max_response_bytes} bytes;"
+            " lower --batch-size or raise GNOSYNC_MAX_RESPONSE_BYTES",
+            retryable=True,
+        )
 
     async def _query(
         self, document: str, variables: dict[str, Any], kind: type[D]
