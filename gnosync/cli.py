@@ -18,11 +18,14 @@ from typing import Any, AsyncIterator, TypeVar
 import click
 import orjson
 
-from gnosync.errors import ConfigError, GnosyncError, SourceError
+from gnosync.errors import ConfigError, GnosyncError
+from gnosync.observe.http import Liveness, ObserveServer, parse_address
 from gnosync.observe.logs import configure_logging
+from gnosync.observe.metrics import SyncMetrics
+from gnosync.observe.status import status_report
 from gnosync.retry import RetryPolicy
 from gnosync.settings import Settings, load_settings
-from gnosync.source.client import SourceClient
+from gnosync.source.pool import SourcePool
 from gnosync.store import Store
 from gnosync.sync.loop import Follower, sync_range
 from gnosync.sync.syncer import Syncer
@@ -40,7 +43,7 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML config file."),
         click.option("--db", help="PostgreSQL DSN [env GNOSYNC_DB]; embedded PostgreSQL when unset."),
         click.option("--db-schema", help="PostgreSQL schema to write [default: indexer]."),
-        click.option("--source", help="tx-indexer GraphQL URL [env GNOSYNC_SOURCE]."),
+        click.option("--source", multiple=True, help="tx-indexer GraphQL URL; repeat for several [env GNOSYNC_SOURCE, comma-separated]."),
         click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True),
         click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True),
     ]
@@ -51,6 +54,8 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _settings(config: Path | None, log_level: str, log_format: str, **flags: Any) -> Settings:
     configure_logging(log_level, log_format)
+    if "source" in flags:
+        flags["source"] = ",".join(flags["source"]) or None
     return load_settings(config, **flags)
 
 
@@ -79,10 +84,10 @@ async def _store(settings: Settings, *, migrate: bool) -> AsyncIterator[Store]:
         await store.close()
 
 
-def _source(settings: Settings, timeout: float | None = None) -> SourceClient:
-    if not settings.source:
+def _source(settings: Settings) -> SourcePool:
+    if not settings.sources:
         raise ConfigError(NO_SOURCE)
-    return SourceClient(settings.source, timeout=timeout or settings.request_timeout)
+    return SourcePool(settings.sources, **settings.client_options())
 
 
 def _policy(settings: Settings, *, attempts: int | None) -> RetryPolicy:
@@ -117,6 +122,7 @@ def main() -> None:
 @click.option("--batch-size", type=int, help="Blocks per batch [default: 1000].")
 @click.option("--interval", type=float, help="Seconds between polls at the tip [default: 1].")
 @click.option("--start-height", type=int, help="First height of a new sync [default: the lowest served].")
+@click.option("--http", help="Address for /metrics, /healthz, /readyz, /status [default: 127.0.0.1:9464; 'off' disables].")
 def run(**flags: Any) -> None:
     """Sync to the tip, then follow it until stopped (SIGINT/SIGTERM)."""
     settings = _settings(**flags)
@@ -125,20 +131,68 @@ def run(**flags: Any) -> None:
         async with _source(settings) as source, _store(settings, migrate=True) as store:
             await source.check()
             state = await store.state.get_state()
-            syncer = Syncer(source, store, chain_id=state.chain_id if state else None)
+            metrics = SyncMetrics()
+            if state is not None and state.last_block_h is not None:
+                metrics.synced_to(state.last_block_h)
             follower = Follower(
-                syncer,
+                Syncer(source, store, chain_id=state.chain_id if state else None),
                 batch_size=settings.batch_size,
                 interval=settings.interval,
                 policy=_policy(settings, attempts=None),
                 start_height=settings.start_height,
+                metrics=metrics,
+                liveness=Liveness.for_interval(settings.interval),
             )
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, follower.stop)
-            await follower.run()
+            async with _observe_server(settings, store, source, follower):
+                await follower.run()
 
     _run(main())
+
+
+@asynccontextmanager
+async def _observe_server(
+    settings: Settings, store: Store, source: SourcePool, follower: Follower
+) -> AsyncIterator[None]:
+    """The operator's HTTP endpoint for the lifetime of ``run`` (unless turned off)."""
+    if settings.http.strip().lower() in ("", "off", "none"):
+        yield
+        return
+    try:
+        host, port = parse_address(settings.http)
+    except ValueError as exc:
+        raise ConfigError(f"invalid setting http: {exc} (from --http or GNOSYNC_HTTP)") from None
+
+    async def ready() -> tuple[bool, str]:
+        try:
+            await store.ping()
+        except GnosyncError as exc:
+            return False, f"database unreachable: {exc}"
+        lag = follower.metrics.lag_blocks
+        if lag is None:
+            return False, "the source's height is not known yet"
+        if lag > settings.ready_max_lag:
+            return False, f"{lag} blocks behind the tip (ready within {settings.ready_max_lag})"
+        return True, f"{lag} blocks behind the tip"
+
+    def alive() -> tuple[bool, str]:
+        ok = follower.liveness.alive()
+        return ok, f"last turn {follower.liveness.age:.1f}s ago"
+
+    server = ObserveServer(
+        host, port, metrics=follower.metrics, ready=ready, alive=alive,
+        status=lambda: status_report(store, source, settings.component),
+    )
+    try:
+        await server.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {settings.http}: {exc}") from None
+    try:
+        yield
+    finally:
+        await server.stop()
 
 
 @main.command("sync")
@@ -175,23 +229,11 @@ def status(as_json: bool, **flags: Any) -> None:
 
     async def main() -> dict[str, Any]:
         async with _store(settings, migrate=False) as store:
-            state = await store.state.get_state()
-        report: dict[str, Any] = {"component": settings.component}
-        if state is not None:
-            report.update(state.to_json_dict())
-        else:
-            report.update(last_block_h=None, status="never synced")
-        report["source_height"] = None
-        report["lag"] = None
-        if settings.source:
-            try:
-                async with SourceClient(settings.source, timeout=5.0) as source:
-                    report["source_height"] = await source.latest_height()
-            except SourceError as exc:
-                report["source_error"] = str(exc)
-        if report["source_height"] is not None and report.get("last_block_h") is not None:
-            report["lag"] = report["source_height"] - report["last_block_h"]
-        return report
+            if not settings.sources:
+                return await status_report(store, None, settings.component)
+            options = {**settings.client_options(), "timeout": 5.0}
+            async with SourcePool(settings.sources, **options) as source:
+                return await status_report(store, source, settings.component)
 
     report = _run(main())
     if as_json:
@@ -199,6 +241,8 @@ def status(as_json: bool, **flags: Any) -> None:
         return
     width = max(len(key) for key in report)
     for key, value in report.items():
+        if isinstance(value, list):
+            value = "; ".join(str(item) for item in value) or None
         click.echo(f"{key:<{width}}  {'-' if value is None else value}")
 
 
@@ -226,6 +270,9 @@ def migrate(**flags: Any) -> None:
 @click.option("--no-genesis", is_flag=True, help="Start at height 1 instead of serving a genesis block.")
 @click.option("--txs", "txs_files", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True, help="Amino-JSON transactions (jsonl) to place on the chain.")
 @click.option("--max-elements", type=click.IntRange(min=1), default=10_000, show_default=True, help="Per-query result cap.")
+@click.option("--fault-rate", type=click.FloatRange(0, 1), help="Share of GraphQL requests that fail (HTTP 500/502/503/429, stalls, resets, malformed answers, GraphQL errors).")
+@click.option("--fault-seed", type=int, default=0, show_default=True, help="Seed of the fault sequence.")
+@click.option("--stall-seconds", type=click.FloatRange(min=0), help="How long a stalled request waits [default: 0.5 with --fault-rate, else 30].")
 def devnet(
     host: str,
     port: int,
@@ -236,9 +283,16 @@ def devnet(
     no_genesis: bool,
     txs_files: tuple[Path, ...],
     max_elements: int,
+    fault_rate: float | None,
+    fault_seed: int,
+    stall_seconds: float | None,
 ) -> None:
-    """Serve a deterministic tx-indexer-compatible test chain over HTTP."""
-    from gnosync.devnet import ChainConfig, serve_forever
+    """Serve a deterministic tx-indexer-compatible test chain over HTTP.
+
+    Faults can be turned on with --fault-rate, or at any time through the
+    /control/faults route (GET it for the current config and counts).
+    """
+    from gnosync.devnet import ChainConfig, Faults, serve_forever
 
     config = ChainConfig(
         blocks=blocks,
@@ -248,4 +302,9 @@ def devnet(
         genesis=not no_genesis,
         txs_files=list(txs_files),
     )
-    sys.exit(serve_forever(config, host=host, port=port, max_elements=max_elements))
+    if fault_rate is not None:
+        stall = 0.5 if stall_seconds is None else stall_seconds
+        faults = Faults.mixed(fault_rate, seed=fault_seed, stall_seconds=stall)
+    else:
+        faults = Faults(seed=fault_seed, stall_seconds=30.0 if stall_seconds is None else stall_seconds)
+    sys.exit(serve_forever(config, host=host, port=port, max_elements=max_elements, faults=faults))

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     retry_max: float = Field(3.0, gt=0, description="longest retry delay, seconds")
     retry_attempts: int = Field(8, ge=1, description="tries per batch for one-shot commands")
     data_dir: Path | None = Field(None, description="embedded PostgreSQL data directory")
+    http: str = Field("127.0.0.1:9464", description="metrics/health address; 'off' disables")
+    ready_max_lag: int = Field(50, ge=0, description="blocks behind the tip /readyz tolerates")
 
     @field_validator("source")
     @classmethod

@@ -60,16 +60,20 @@ def db_dsn(pg_server_dsn: str) -> Iterator[str]:
 
 @pytest.fixture
 def devnet():
-    """Start devnets over loopback: ``chain, url = devnet(blocks=..., max_elements=...)``."""
+    """Start devnets over loopback: ``chain, url = devnet(blocks=..., max_elements=...)``.
+
+    ``faults`` (a ``gnosync.devnet.Faults``) is the live fault config: change its fields
+    during the test and the server applies them to the next request.
+    """
     from contextlib import ExitStack
 
     from gnosync.devnet import Chain, ChainConfig, running_devnet
 
     with ExitStack() as stack:
 
-        def start(max_elements: int = 10_000, **config):
+        def start(max_elements: int = 10_000, faults=None, **config):
             chain = Chain(ChainConfig(**config))
-            url = stack.enter_context(running_devnet(chain, max_elements=max_elements))
+            url = stack.enter_context(running_devnet(chain, max_elements=max_elements, faults=faults))
             return chain, url
 
         yield start

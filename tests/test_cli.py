@@ -29,7 +29,7 @@ def gnosync(*args: str, env: dict | None = None, timeout: float = 120) -> subpro
 
 def start(*args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "gnosync", *args, "--log-format", "json"],
+        [sys.executable, "-m", "gnosync", *args, "--log-format", "json", "--http", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **(env or {})},
     )

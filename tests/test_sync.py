@@ -10,7 +10,7 @@ import pytest
 
 from gnosync.errors import BatchInvalid, ChainMismatch, ConfigError
 from gnosync.retry import RetryPolicy
-from gnosync.source.client import SourceClient
+from gnosync.source.pool import SourcePool
 from gnosync.store import Store
 from gnosync.sync.loop import Follower, sync_range
 from gnosync.sync.syncer import Syncer
@@ -25,7 +25,7 @@ async def open_syncer(url: str, dsn: str, *, max_elements: int = 10_000, schema:
     store = await Store.connect(dsn, schema=schema)
     await store.migrate()
     state = await store.state.get_state()
-    source = SourceClient(url, max_elements=max_elements)
+    source = SourcePool([url], max_elements=max_elements)
     return Syncer(source, store, chain_id=state.chain_id if state else None)
 
 
@@ -176,21 +176,18 @@ async def test_gap_and_below_range_requests_are_refused(devnet, db_dsn):
 
 
 class Tampering:
-    """The real client, with one kind of damage applied to what it returns."""
+    """An endpoint of the real pool, with one kind of damage applied to what it serves."""
 
-    def __init__(self, client: SourceClient, damage: str, height: int):
-        self.client, self.damage, self.height = client, damage, height
+    def __init__(self, endpoint, damage: str, height: int):
+        self.endpoint, self.damage, self.height = endpoint, damage, height
+        self.url = endpoint.url
 
-    async def latest_height(self):
-        return await self.client.latest_height()
-
-    async def lowest_height(self, tip):
-        return await self.client.lowest_height(tip)
+    def penalize(self, reason):
+        self.endpoint.penalize(reason)
 
     async def blocks(self, start, end):
-        blocks = await self.client.blocks(start, end)
         out = []
-        for b in blocks:
+        for b in await self.endpoint.blocks(start, end):
             if b.height == self.height:
                 if self.damage == "drop_block":
                     continue
@@ -204,10 +201,16 @@ class Tampering:
         return out
 
     async def transactions(self, start, end):
-        txs = await self.client.transactions(start, end)
+        txs = await self.endpoint.transactions(start, end)
         if self.damage == "drop_tx":
             txs = [t for t in txs if not (t.block_height == self.height and t.index == 0)]
         return txs
+
+
+def tamper(pool: SourcePool, damage: str, height: int) -> SourcePool:
+    real = pool.endpoint_for
+    pool.endpoint_for = lambda h: Tampering(real(h), damage, height)
+    return pool
 
 
 @pytest.mark.parametrize("damage", ["drop_block", "link", "num_txs", "drop_tx", "chain_id"])
@@ -218,7 +221,7 @@ async def test_validation_failure_commits_nothing_and_names_height(devnet, db_ds
     try:
         await sync_range(syncer, 0, 99, batch_size=100, policy=ONE_TRY)
         before = await counts(db_dsn)
-        syncer.source = Tampering(syncer.source, damage, bad)
+        tamper(syncer.source, damage, bad)
         with pytest.raises(BatchInvalid) as info:
             await sync_range(syncer, 100, 299, batch_size=200, policy=QUICK)
         assert info.value.height == bad
@@ -228,8 +231,7 @@ async def test_validation_failure_commits_nothing_and_names_height(devnet, db_ds
         state = await syncer.store.state.get_state()
         assert state.status == "error" and state.error_count >= 1 and str(bad) in state.last_error
     finally:
-        await syncer.source.client.close()
-        await syncer.store.close()
+        await close(syncer)
 
 
 async def test_stored_hash_differing_from_source_is_a_chain_mismatch(devnet, db_dsn):

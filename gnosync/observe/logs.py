@@ -28,10 +28,21 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=False,
     )
 
 
 def _identity(_logger: object, _name: str, event: dict) -> dict:
     return event
+
+
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is at the moment of writing: a live progress bar swaps it
+    for a proxy that keeps log lines above the bar."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()

@@ -3,22 +3,30 @@
 ``Store.connect(dsn)`` opens a pool; ``migrate()`` brings the schema up to date;
 ``commit_batch()`` writes a batch of blocks and transactions together with the sync
 state, in one transaction. Database failures raise ``gnosync.errors.StoreError``.
+
+One process writes a schema and component at a time: ``claim_writer()`` takes the
+writer lock (waiting as a standby if asked), and writes without it are refused with
+``NotTheWriter`` while another process holds it (see :mod:`gnosync.store.lock`).
 """
 
 from gnosync.store.dsn import describe_dsn, redact_dsn
 from gnosync.store.embedded import start_embedded, stop_embedded
+from gnosync.store.lock import NotTheWriter, WriterInfo, writer_lock_key
 from gnosync.store.rows import block_row, transaction_row
 from gnosync.store.state import SyncState, SyncStateRepository
 from gnosync.store.store import Store
 
 __all__ = [
+    "NotTheWriter",
     "Store",
     "SyncState",
     "SyncStateRepository",
+    "WriterInfo",
     "block_row",
     "describe_dsn",
     "redact_dsn",
     "start_embedded",
     "stop_embedded",
     "transaction_row",
+    "writer_lock_key",
 ]

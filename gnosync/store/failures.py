@@ -3,6 +3,9 @@
 Connection failures while connecting (refused, unknown host, wrong password, unknown
 database) are not retryable: the settings are wrong or the server is absent. A
 connection lost during an operation is retryable: the pool reconnects on the next call.
+So is a connection asyncpg finds in an impossible state (an ``InternalClientError``, as
+when PostgreSQL terminated it while idle and the closed socket is not yet noticed): the
+pool discards it on release.
 Any other PostgreSQL error is reported with its SQLSTATE and is not retryable, except
 transaction conflicts and cancelled statements.
 """
@@ -36,6 +39,8 @@ _LOST = (
     pg.CrashShutdownError,
     OSError,  # includes TimeoutError and socket.gaierror
 )
+# asyncpg lost track of the connection's state; the pool terminates it on release.
+_BROKEN = (asyncpg.InternalClientError,)
 # The statement failed but the same call may succeed.
 _TRANSIENT = (pg.SerializationError, pg.DeadlockDetectedError, pg.QueryCanceledError)
 
@@ -55,6 +60,8 @@ def _reason(exc: BaseException) -> str:
         return "connection refused"
     if isinstance(exc, OSError) and not isinstance(exc, pg.PostgresError) and exc.strerror:
         return exc.strerror.lower()
+    if isinstance(exc, _BROKEN):
+        return f"the connection is in an unexpected state ({exc})"
     if isinstance(exc, pg.PostgresError) and getattr(exc, "message", None):
         return exc.message  # without the DETAIL and HINT lines str() adds
     return str(exc) or type(exc).__name__
@@ -64,6 +71,15 @@ def _closed_connection(exc: BaseException) -> bool:
     """asyncpg reports use of a dead connection as a plain InterfaceError."""
     text = str(exc).lower()
     return isinstance(exc, asyncpg.InterfaceError) and "connection" in text and "closed" in text
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or the database error behind a ``StoreError``) lost the connection."""
+    if isinstance(exc, StoreError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, _LOGIN_REFUSED + _LOGIN_BUSY):
+        return False
+    return isinstance(exc, _LOST + _BROKEN) or _closed_connection(exc)
 
 
 def store_error(
@@ -82,8 +98,8 @@ def store_error(
     elif isinstance(exc, _LOGIN_BUSY):
         message = f"cannot connect to PostgreSQL at {where}: {reason}; {RETRY_HINT}"
         retryable = True
-    elif isinstance(exc, _LOST) or _closed_connection(exc):
-        if connecting:
+    elif isinstance(exc, _LOST + _BROKEN) or _closed_connection(exc):
+        if connecting and not isinstance(exc, _BROKEN):
             message = f"cannot connect to PostgreSQL at {where}: {reason}; {SETTINGS_HINT}"
             retryable = False
         else:
@@ -111,7 +127,7 @@ def store_error(
 
 
 # What store_error converts; anything else (bugs, cancellation) propagates unchanged.
-CONVERTED = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+CONVERTED = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 
 
 @asynccontextmanager

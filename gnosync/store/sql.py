@@ -67,7 +67,41 @@ BLOCKS_TABLE = "blocks"
 TRANSACTIONS_TABLE = "transactions"
 
 PING = "SELECT 1"
+# Transactions on the writer connection, which asyncpg's transaction object does not manage.
+BEGIN = "BEGIN"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
 ADVISORY_XACT_LOCK = "SELECT pg_advisory_xact_lock($1)"
+
+# -- the writer lock (see gnosync.store.lock) ----------------------------------------------
+TRY_ADVISORY_LOCK = "SELECT pg_try_advisory_lock($1)"
+# Fencing inside every write transaction made without the session lock.
+TRY_ADVISORY_XACT_LOCK = "SELECT pg_try_advisory_xact_lock($1)"
+# Held by standbys while they wait; shared locks never wait for each other.
+ADVISORY_LOCK_SHARED = "SELECT pg_advisory_lock_shared($1)"
+ADVISORY_UNLOCK_SHARED = "SELECT pg_advisory_unlock_shared($1)"
+SET_APPLICATION_NAME = "SELECT set_config('application_name', $1, false)"
+# Server-side keepalives on the writer connection, so that PostgreSQL releases the lock
+# of a leader whose host or network vanished without closing the socket.
+SET_WRITER_KEEPALIVES = (
+    "SELECT set_config('tcp_keepalives_idle', $1, false),"
+    " set_config('tcp_keepalives_interval', $2, false),"
+    " set_config('tcp_keepalives_count', $3, false)"
+)
+# The leader (holding the writer key, $1/$2 as classid/objid) and the standbys (holding
+# the standby key $3/$4 shared) of one schema and component, in this database.
+WRITERS = (
+    "SELECT DISTINCT"
+    " CASE WHEN l.mode = 'ExclusiveLock' THEN 'leader' ELSE 'standby' END AS role,"
+    " a.pid, host(a.client_addr) AS client_addr, a.client_port, a.backend_start,"
+    " a.application_name"
+    " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND ((l.classid = $1 AND l.objid = $2 AND l.mode = 'ExclusiveLock')"
+    "  OR (l.classid = $3 AND l.objid = $4 AND l.mode = 'ShareLock'))"
+    " ORDER BY role, a.backend_start, a.pid"
+)
 # Transaction-local, so a pooled connection never keeps it.
 SET_LOCAL_SEARCH_PATH = "SELECT set_config('search_path', $1, true)"
 

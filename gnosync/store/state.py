@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -45,23 +47,46 @@ def _clean_text(text: str) -> str:
     return text.replace("\x00", "\\u0000")
 
 
+# Opens a write transaction: ``writing("recording an error")`` yields its connection.
+Writing = Callable[[str], AbstractAsyncContextManager[asyncpg.Connection]]
+# Turns database failures inside it into StoreError: ``errors("reading the sync state")``.
+Errors = Callable[[str], AbstractAsyncContextManager[None]]
+
+
 class SyncStateRepository:
     """Reads and writes the ``app_state`` row of ``component`` in ``schema``.
 
-    ``where`` (host:port/database) only serves error messages.
+    ``where`` (host:port/database) only serves error messages. Writes run in a
+    transaction opened by ``writing``; :class:`~gnosync.store.Store` passes one that
+    respects the writer lock (a write refused by it raises ``NotTheWriter``), and its
+    own ``errors``. Without them, writes use a pool connection and no lock.
     """
 
     def __init__(
-        self, pool: asyncpg.Pool, schema: str, component: str, *, where: str = "PostgreSQL"
+        self,
+        pool: asyncpg.Pool,
+        schema: str,
+        component: str,
+        *,
+        where: str = "PostgreSQL",
+        writing: Writing | None = None,
+        errors: Errors | None = None,
     ):
         self._pool = pool
         self._sql = sql.Statements(schema)
         self.schema = schema
         self.component = component
         self._where = where
+        self._writing = writing or self._pool_transaction
+        self._errors = errors or self._database_errors
 
-    def _errors(self, what: str):
+    def _database_errors(self, what: str):
         return database_errors(what, self._where)
+
+    @asynccontextmanager
+    async def _pool_transaction(self, what: str) -> AsyncIterator[asyncpg.Connection]:
+        async with self._errors(what), self._pool.acquire() as conn, conn.transaction():
+            yield conn
 
     async def get_state(self) -> SyncState | None:
         async with self._errors("reading the sync state"):
@@ -76,8 +101,8 @@ class SyncStateRepository:
             fields["last_error"] = _clean_text(fields["last_error"])
         names = sorted(fields)  # a stable order keeps asyncpg's statement cache useful
         query = self._sql.update_state(names)
-        async with self._errors("updating the sync state"):
-            await self._pool.execute(query, self.component, *(fields[name] for name in names))
+        async with self._writing("updating the sync state") as conn:
+            await conn.execute(query, self.component, *(fields[name] for name in names))
 
     async def update_last_block(
         self,
@@ -115,8 +140,8 @@ class SyncStateRepository:
 
     async def record_error(self, message: str) -> None:
         """Set status 'error', count it and keep ``message``, creating the row if absent."""
-        async with self._errors("recording an error"):
-            await self._pool.execute(self._sql.record_error, self.component, _clean_text(message))
+        async with self._writing("recording an error") as conn:
+            await conn.execute(self._sql.record_error, self.component, _clean_text(message))
 
     async def set_status(self, status: str) -> None:
         check_status(status)

@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
 import asyncpg
 
-from gnosync.errors import ConfigError
+from gnosync.errors import ConfigError, StoreError
 from gnosync.store import sql
 from gnosync.store.dsn import describe_dsn, password_of, redact_dsn, to_uri
-from gnosync.store.failures import database_errors
+from gnosync.store.failures import RETRY_HINT, connection_lost, database_errors
+from gnosync.store.lock import (
+    LEADER,
+    NotTheWriter,
+    WriterInfo,
+    leader_name,
+    lock_tag,
+    standby_lock_key,
+    standby_name,
+    writer_lock_key,
+)
 from gnosync.store.migrate import apply_migrations
 from gnosync.store.rows import block_row, transaction_row
 from gnosync.store.state import SyncStateRepository, check_status
 from gnosync.sync.model import Batch, BlockRef
 
 CONNECT_TIMEOUT = 15.0
+# How long ping() and health() wait for an answer before calling the connection down.
+HEALTH_TIMEOUT = 10.0
+# How long release_writer() waits for a graceful close before dropping the socket.
+CLOSE_TIMEOUT = 5.0
+# Server-side TCP keepalives of the writer connection (idle, interval, count in
+# seconds/probes): a leader whose host vanishes loses the lock after about 19 s.
+WRITER_KEEPALIVES = ("10", "3", "3")
+
+OnStandby = Callable[[WriterInfo | None], Awaitable[None] | None]
 
 
 class Store:
@@ -21,15 +45,40 @@ class Store:
 
     Every method raises :class:`~gnosync.errors.StoreError` on database failures;
     ``retryable`` is true when the connection was lost and a later call may succeed.
+
+    Writes (``commit_batch`` and the writes of ``state``) respect the writer lock of
+    ``schema`` and ``component`` (see :mod:`gnosync.store.lock`): after
+    :meth:`claim_writer` they run on the connection that holds it; without it they run
+    on the pool and raise :class:`NotTheWriter` while another process holds it.
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, schema: str, component: str, where: str):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        schema: str,
+        component: str,
+        where: str,
+        uri: str | None = None,
+        secret: str | None = None,
+    ):
         self._pool = pool
         self._sql = sql.Statements(schema)
         self.schema = schema
         self.component = component
         self.where = where  # host:port/database, for messages
-        self.state = SyncStateRepository(pool, schema, component, where=where)
+        self._uri = uri  # for the writer connection
+        self._secret = secret  # the DSN's password, scrubbed from messages
+        self._lock_key = writer_lock_key(schema, component)
+        self._standby_key = standby_lock_key(schema, component)
+        self._writer: asyncpg.Connection | None = None
+        # One write at a time: the writer connection runs one statement at a time, and
+        # two pool writes of this store would refuse each other the transaction lock.
+        self._write_lock = asyncio.Lock()
+        self._claim_lock = asyncio.Lock()
+        self.state = SyncStateRepository(
+            pool, schema, component, where=where, writing=self._writing, errors=self._errors
+        )
 
     @classmethod
     async def connect(
@@ -73,13 +122,273 @@ class Store:
         except BaseException:
             pool.terminate()
             raise
-        return cls(pool, schema=schema, component=component, where=where)
+        return cls(
+            pool,
+            schema=schema,
+            component=component,
+            where=where,
+            uri=uri,
+            secret=password_of(dsn),
+        )
 
     async def close(self) -> None:
+        """Release the writer lock, if held, and close the pool."""
+        await self.release_writer()
         await self._pool.close()
 
-    def _errors(self, what: str):
-        return database_errors(what, self.where)
+    @asynccontextmanager
+    async def _errors(self, what: str) -> AsyncIterator[None]:
+        """Database failures as ``StoreError``; a lost connection renews the whole pool.
+
+        A connection is rarely lost alone (PostgreSQL restarted, the network dropped),
+        and asyncpg may hand out a pooled connection whose end it has not noticed yet:
+        renewing them all lets the next call succeed.
+        """
+        try:
+            async with database_errors(what, self.where, secret=self._secret):
+                yield
+        except StoreError as exc:
+            if exc.retryable and connection_lost(exc):
+                await self._pool.expire_connections()
+            raise
+
+    # -- the writer lock ----------------------------------------------------------------------
+
+    @property
+    def is_writer(self) -> bool:
+        """Whether this store holds the writer lock on a live connection.
+
+        Becomes False when the lock is released or its connection is found lost; the
+        caller then claims again before writing.
+        """
+        return self._writer is not None and not self._writer.is_closed()
+
+    async def claim_writer(
+        self,
+        *,
+        wait: bool,
+        poll: float = 0.5,
+        on_standby: OnStandby | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> bool:
+        """Take the writer lock of this schema and component; True once held.
+
+        Opens a dedicated connection (never one of the pool's, whose reset would drop
+        the lock) and tries the lock every ``poll`` seconds. When the lock is taken:
+        returns False at once if not ``wait``; otherwise calls ``on_standby`` once
+        with the current leader (None if it could not be found; may be a coroutine
+        function) and waits, returning False if ``stop`` gets set. The lock lasts as
+        long as the connection: until :meth:`release_writer` or :meth:`close`, or
+        until the connection is lost. Returns True at once if already held.
+
+        Raises ``StoreError`` (retryable) if the connection fails while waiting; the
+        caller claims again.
+        """
+        if poll <= 0:
+            raise ValueError(f"poll must be positive, got {poll}")
+        async with self._claim_lock:
+            if self._writer is not None:
+                if not self._writer.is_closed():
+                    return True
+                self._drop_writer()
+            conn = await self._open_writer_connection()
+            try:
+                held = await self._wait_for_lock(
+                    conn, wait=wait, poll=poll, on_standby=on_standby, stop=stop
+                )
+            except BaseException:
+                conn.terminate()
+                raise
+            if not held:
+                await _close(conn)
+                return False
+            self._writer = conn
+            return True
+
+    async def _open_writer_connection(self) -> asyncpg.Connection:
+        if self._uri is None:
+            raise RuntimeError("this Store was not made by Store.connect; it cannot claim")
+        async with self._errors("opening the writer connection"):
+            conn = await asyncpg.connect(
+                self._uri,
+                timeout=CONNECT_TIMEOUT,
+                server_settings={"application_name": standby_name(self.schema, self.component)},
+            )
+            try:
+                await conn.fetchrow(sql.SET_WRITER_KEEPALIVES, *WRITER_KEEPALIVES)
+            except BaseException:
+                conn.terminate()
+                raise
+        return conn
+
+    async def _wait_for_lock(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        wait: bool,
+        poll: float,
+        on_standby: OnStandby | None,
+        stop: asyncio.Event | None,
+    ) -> bool:
+        standby = False
+        while True:
+            async with self._errors("claiming the writer lock"):
+                if await conn.fetchval(sql.TRY_ADVISORY_LOCK, self._lock_key):
+                    if standby:
+                        await conn.fetchval(sql.ADVISORY_UNLOCK_SHARED, self._standby_key)
+                    await conn.fetchval(
+                        sql.SET_APPLICATION_NAME, leader_name(self.schema, self.component)
+                    )
+                    return True
+            if not wait or (stop is not None and stop.is_set()):
+                return False
+            if not standby:
+                standby = True
+                async with self._errors("waiting for the writer lock"):
+                    await conn.fetchval(sql.ADVISORY_LOCK_SHARED, self._standby_key)
+                    leader = await self._leader(conn)
+                if on_standby is not None:
+                    result = on_standby(leader)
+                    if inspect.isawaitable(result):
+                        await result
+            if await _sleep(poll, stop):
+                return False
+
+    async def release_writer(self) -> None:
+        """Give up the writer lock by closing its connection; does nothing if not held."""
+        conn, self._writer = self._writer, None
+        if conn is not None:
+            await _close(conn)
+
+    def _drop_writer(self) -> None:
+        """Forget a writer connection that failed; the caller must claim again."""
+        conn, self._writer = self._writer, None
+        if conn is not None:
+            conn.terminate()
+
+    async def writers(self) -> list[WriterInfo]:
+        """The leader (holding the writer lock), then the standbys waiting for it."""
+        async with self._errors("reading the writer lock holders"):
+            return await self._holders(self._pool)
+
+    async def _holders(self, conn: asyncpg.Pool | asyncpg.Connection) -> list[WriterInfo]:
+        rows = await conn.fetch(
+            sql.WRITERS, *lock_tag(self._lock_key), *lock_tag(self._standby_key)
+        )
+        return [WriterInfo(**dict(row)) for row in rows]
+
+    async def _leader(self, conn: asyncpg.Pool | asyncpg.Connection) -> WriterInfo | None:
+        for info in await self._holders(conn):
+            if info.role == LEADER:
+                return info
+        return None
+
+    async def _not_the_writer(self) -> NotTheWriter:
+        try:
+            async with self._errors("reading the writer lock holder"):
+                holder = await self._leader(self._pool)
+        except StoreError:
+            holder = None
+        return NotTheWriter(schema=self.schema, where=self.where, holder=holder)
+
+    def _writer_lost(self, what: str) -> StoreError:
+        return StoreError(
+            f"lost the connection to PostgreSQL at {self.where} while {what}: the writer"
+            f" connection is closed; {RETRY_HINT}",
+            retryable=True,
+        )
+
+    @asynccontextmanager
+    async def _writing(self, what: str) -> AsyncIterator[asyncpg.Connection]:
+        """A write transaction that only the holder of the writer lock gets.
+
+        With the writer connection: on it. Without: on a pool connection, after taking
+        the lock key as a transaction lock, or raising ``NotTheWriter`` if it is taken.
+        A lost writer connection raises a retryable ``StoreError`` and is forgotten.
+        """
+        async with self._write_lock:
+            writer = self._writer
+            if writer is None:
+                async with self._errors(what), self._pool.acquire() as conn:
+                    async with conn.transaction():
+                        held = await conn.fetchval(sql.TRY_ADVISORY_XACT_LOCK, self._lock_key)
+                        if held:
+                            yield conn
+                if not held:
+                    raise await self._not_the_writer()
+                return
+            if writer.is_closed():
+                self._drop_writer()
+                raise self._writer_lost(what)
+            try:
+                async with self._errors(what):
+                    # BEGIN and COMMIT by hand: asyncpg's transaction object stays attached
+                    # to the connection after a cancelled BEGIN, and on a connection that
+                    # lives on it would nest every later write in a transaction never
+                    # committed.
+                    await writer.execute(sql.BEGIN)
+                    # Always true while the session holds the lock; a cheap guard.
+                    held = await writer.fetchval(sql.TRY_ADVISORY_XACT_LOCK, self._lock_key)
+                    if held:
+                        yield writer
+                    await writer.execute(sql.COMMIT)
+            except BaseException as exc:
+                await self._settle(writer, exc)
+                raise
+            if not held:
+                if self._writer is writer:
+                    self._drop_writer()
+                raise await self._not_the_writer()
+
+    async def _settle(self, writer: asyncpg.Connection, exc: BaseException) -> None:
+        """After a failed write on the writer connection: roll back, or forget it."""
+        clean = False
+        if not writer.is_closed() and not connection_lost(exc):
+            try:
+                # Waits for the cancellation of an interrupted statement to finish first.
+                await asyncio.wait_for(writer.execute(sql.ROLLBACK), CLOSE_TIMEOUT)
+                clean = not writer.is_in_transaction()
+            except (
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
+                OSError,
+            ):
+                pass
+            except BaseException:
+                if self._writer is writer:
+                    self._drop_writer()
+                raise
+        if not clean and self._writer is writer:
+            self._drop_writer()
+
+    async def health(self) -> None:
+        """Check the pool and, if held, the writer connection.
+
+        Raises a retryable ``StoreError`` when either is down; a writer connection
+        that is down is forgotten (``is_writer`` becomes False).
+        """
+        await self.ping()
+        if self._writer is None:
+            return
+        async with self._write_lock:
+            writer = self._writer
+            if writer is None:
+                return
+            what = "checking the writer connection"
+            if writer.is_closed():
+                self._drop_writer()
+                raise self._writer_lost(what)
+            try:
+                async with self._errors(what):
+                    await writer.fetchval(sql.PING, timeout=HEALTH_TIMEOUT)
+            except StoreError as exc:
+                if writer.is_closed() or connection_lost(exc):
+                    if self._writer is writer:
+                        self._drop_writer()
+                raise
+
+    # -- schema, writes and reads ------------------------------------------------------------
 
     async def migrate(self) -> list[str]:
         """Apply pending migrations; returns the names of those applied now."""
@@ -88,8 +397,9 @@ class Store:
                 return await apply_migrations(conn, self._sql)
 
     async def ping(self) -> None:
+        """Check that the pool gets an answer; a broken pooled connection is replaced."""
         async with self._errors("checking the connection"):
-            await self._pool.fetchval(sql.PING)
+            await self._pool.fetchval(sql.PING, timeout=HEALTH_TIMEOUT)
 
     async def commit_batch(self, batch: Batch, *, chain_id: str, status: str) -> None:
         """Store ``batch`` and advance app_state, atomically.
@@ -98,6 +408,11 @@ class Store:
         app_state upsert. Cancellation or a crash at any point stores nothing. The batch
         must hold only heights not yet stored: a duplicate block height, block hash or
         transaction hash raises ``StoreError`` (not retryable) and stores nothing.
+
+        The transaction runs on the writer connection when this store holds the writer
+        lock; otherwise on the pool, refused with ``NotTheWriter`` while another
+        process holds the lock. A lost writer connection raises a retryable
+        ``StoreError`` and ``is_writer`` becomes False.
         """
         if not batch.blocks:
             raise ValueError(f"batch {batch.start}..{batch.end} has no blocks")
@@ -110,30 +425,28 @@ class Store:
         check_status(status)
         block_rows = [block_row(block) for block in batch.blocks]
         tx_rows = [transaction_row(tx) for tx in batch.transactions]
-        async with self._errors(f"committing blocks {batch.start}..{batch.end}"):
-            async with self._pool.acquire() as conn:
-                async with conn.transaction():
-                    await conn.copy_records_to_table(
-                        sql.BLOCKS_TABLE,
-                        records=block_rows,
-                        columns=sql.BLOCK_COLUMNS,
-                        schema_name=self.schema,
-                    )
-                    if tx_rows:
-                        await conn.copy_records_to_table(
-                            sql.TRANSACTIONS_TABLE,
-                            records=tx_rows,
-                            columns=sql.TRANSACTION_COLUMNS,
-                            schema_name=self.schema,
-                        )
-                    await self.state.update_last_block(
-                        conn,
-                        height=top.height,
-                        block_hash=top.hash,
-                        tx_hash=batch.last_tx_hash,
-                        chain_id=chain_id,
-                        status=status,
-                    )
+        async with self._writing(f"committing blocks {batch.start}..{batch.end}") as conn:
+            await conn.copy_records_to_table(
+                sql.BLOCKS_TABLE,
+                records=block_rows,
+                columns=sql.BLOCK_COLUMNS,
+                schema_name=self.schema,
+            )
+            if tx_rows:
+                await conn.copy_records_to_table(
+                    sql.TRANSACTIONS_TABLE,
+                    records=tx_rows,
+                    columns=sql.TRANSACTION_COLUMNS,
+                    schema_name=self.schema,
+                )
+            await self.state.update_last_block(
+                conn,
+                height=top.height,
+                block_hash=top.hash,
+                tx_hash=batch.last_tx_hash,
+                chain_id=chain_id,
+                status=status,
+            )
 
     async def block_ref(self, height: int) -> BlockRef | None:
         """Height, hash, chain id and total_txs of the stored block at ``height``."""
@@ -162,3 +475,25 @@ class Store:
             rows = await self._pool.fetch(self._sql.block_hashes, start, end)
         return {row["height"]: row["hash"] for row in rows}
 
+
+async def _close(conn: asyncpg.Connection) -> None:
+    """Close ``conn`` gracefully if it answers in time, else drop its socket."""
+    try:
+        await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        conn.terminate()
+    except BaseException:
+        conn.terminate()
+        raise
+
+
+async def _sleep(seconds: float, stop: asyncio.Event | None) -> bool:
+    """Sleep ``seconds``, ending early when ``stop`` gets set; True if it did."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return False
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True

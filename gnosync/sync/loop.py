@@ -15,6 +15,9 @@ from typing import Protocol
 import structlog
 
 from gnosync.errors import GnosyncError, StoreError
+from gnosync.observe.http import Liveness
+from gnosync.observe.metrics import SyncMetrics
+from gnosync.observe.progress import BackfillProgress
 from gnosync.retry import RetryPolicy
 from gnosync.sync.syncer import Committed, Syncer, batches
 
@@ -76,19 +79,29 @@ async def _sync_rest(syncer: Syncer, first: int, last: int, tip: int) -> Committ
     if bounds is not None and bounds[1] >= first:
         first = bounds[1] + 1
     if first > last:
-        return Committed(first, last, 0, 0)
+        return Committed(first, last, 0, 0, None)
     return await syncer.sync_batch(first, last, tip=tip)
 
 
-def _log_batch(done: Committed, started: float | None = None) -> None:
-    fields = {"from_height": done.start, "to_height": done.end, "blocks": done.blocks, "txs": done.transactions}
-    if started is not None:
-        fields["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
+def _log_batch(done: Committed, seconds: float | None = None) -> None:
+    if not done.blocks:
+        return
+    fields: dict[str, object] = {
+        "from_height": done.start, "to_height": done.end,
+        "blocks": done.blocks, "txs": done.transactions,
+    }
+    if seconds is not None:
+        fields["duration_ms"] = round(seconds * 1000, 1)
     log.info("batch committed", **fields)
 
 
 class Follower:
-    """Syncs from the stored height to the tip, then follows the tip until stopped."""
+    """Syncs from the stored height to the tip, then follows the tip until stopped.
+
+    Only the holder of the writer lock syncs; a second process waits as a standby and
+    takes over when the leader's lock goes away. Every turn beats ``liveness`` and
+    feeds ``metrics``; a catch-up shows ``progress``.
+    """
 
     def __init__(
         self,
@@ -99,6 +112,9 @@ class Follower:
         policy: RetryPolicy,
         start_height: int | None = None,
         stop_grace: float = 5.0,
+        metrics: SyncMetrics | None = None,
+        liveness: Liveness | None = None,
+        progress: BackfillProgress | None = None,
     ):
         self.syncer = syncer
         self.batch_size = batch_size
@@ -106,8 +122,12 @@ class Follower:
         self.policy = policy
         self.start_height = start_height
         self.stop_grace = stop_grace
+        self.metrics = metrics or SyncMetrics()
+        self.liveness = liveness or Liveness.for_interval(interval)
+        self.progress = progress or BackfillProgress()
         self.stopping = asyncio.Event()
-        self._had_error = False
+        self._failing_since: float | None = None
+        self._standby = False
 
     def stop(self) -> None:
         self.stopping.set()
@@ -134,30 +154,79 @@ class Follower:
             return self.start_height
         return await self.syncer.source.lowest_height(tip)
 
+    async def _ensure_writer(self) -> None:
+        """Hold the writer lock before writing; wait as a standby while another has it."""
+        store = self.syncer.store
+        if store.is_writer:
+            return
+
+        async def on_standby(leader: object) -> None:
+            self._standby = True
+            self.metrics.role(False)
+            log.info("standby: another gnosync process is the writer; waiting to take over",
+                     leader=str(leader) if leader else None)
+
+        try:
+            held = await store.claim_writer(wait=True, on_standby=on_standby, stop=self.stopping)
+        finally:
+            self._standby = False
+        if not held:
+            raise _Stopped
+        self.metrics.role(True)
+        log.info("leader: holding the writer lock")
+
     async def step(self) -> bool:
         """One turn: sync the next batch if behind. Return True when at the tip."""
+        store = self.syncer.store
+        self.liveness.beat()
+        if self._failing_since is not None:
+            await store.health()  # nothing resumes on a database that is not back
+        await self._ensure_writer()
         tip = await self.syncer.source.latest_height()
+        self.metrics.source_height(tip)
+        self.metrics.endpoints(self.syncer.source.health())
         start = await self.next_height(tip)
         if start is None or start > tip:
-            if self._had_error:
-                await self.syncer.store.state.update_state(status="synced", last_error=None, error_count=0)
-            self._had_error = False
+            if self._failing_since is not None:
+                await store.state.update_state(status="synced", last_error=None, error_count=0)
+            self._recovered()
+            self.progress.close()
             return True
         end = min(start + self.batch_size - 1, tip)
         started = time.monotonic()
-        _log_batch(await self.syncer.sync_batch(start, end, tip=tip), started)
-        self._had_error = False
+        done = await self.syncer.sync_batch(start, end, tip=tip)
+        seconds = time.monotonic() - started
+        _log_batch(done, seconds)
+        self.metrics.batch_committed(done.blocks, done.transactions, seconds, done.end, done.last_time)
+        self.progress.update(done.end, tip)
+        self._recovered()
         return end >= tip
 
+    def _recovered(self) -> None:
+        if self._failing_since is not None:
+            log.info("recovered", seconds=round(time.monotonic() - self._failing_since, 3))
+        self._failing_since = None
+
     async def _on_retry(self, exc: BaseException, attempt: int, delay: float) -> None:
-        self._had_error = True
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+        self.metrics.error(exc)
+        self.metrics.retry()
         log.warning("sync error, retrying", error=str(exc), attempt=attempt, delay=round(delay, 2))
-        await _record_error(self.syncer.store.state, exc)
+        if self.syncer.store.is_writer:  # a standby leaves the leader's state alone
+            await _record_error(self.syncer.store.state, exc)
 
     async def _backoff(self, seconds: float) -> None:
         await self._sleep(seconds)
         if self.stopping.is_set():
             raise _Stopped
+
+    async def _heartbeat(self) -> None:
+        """Keeps a standby's liveness fresh while it waits for the lock."""
+        while True:
+            if self._standby:
+                self.liveness.beat()
+            await asyncio.sleep(min(1.0, self.interval))
 
     async def run(self) -> None:
         """Follow the chain until :meth:`stop`; non-retryable errors escape.
@@ -167,6 +236,7 @@ class Follower:
         escaping error leaves ``error`` and its message in the state instead.
         """
         log.info("sync started", interval=self.interval, batch_size=self.batch_size)
+        heartbeat = asyncio.create_task(self._heartbeat())
         try:
             while not self.stopping.is_set():
                 turn = asyncio.ensure_future(
@@ -187,14 +257,21 @@ class Follower:
                     break
                 if at_tip:
                     await self._sleep(self.interval)
+                    self.liveness.beat()
         except GnosyncError as exc:
+            self.metrics.error(exc)
             log.error("sync failed", error=str(exc))
             await _record_error(self.syncer.store.state, exc)
             raise
+        finally:
+            heartbeat.cancel()
+            self.progress.close()
         await self._mark_stopped()
         log.info("sync stopped")
 
     async def _mark_stopped(self) -> None:
+        if not self.syncer.store.is_writer:
+            return
         try:
             await self.syncer.store.state.set_status("stopped")
         except StoreError:
@@ -202,4 +279,4 @@ class Follower:
 
 
 class _Stopped(Exception):
-    """A stop was asked for during a retry wait."""
+    """A stop was asked for while waiting (for a retry, or for the writer lock)."""

@@ -11,16 +11,27 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from gnosync.errors import ChainMismatch, ConfigError
+from gnosync.errors import BatchInvalid, ChainMismatch, ConfigError
 from gnosync.sync.model import Batch, Block, BlockRef, Transaction
 from gnosync.sync.validate import validate_batch
+
+
+class Endpoint(Protocol):
+    """One place blocks come from; a batch's blocks and transactions share one."""
+
+    url: str
+
+    async def blocks(self, start: int, end: int) -> list[Block]: ...
+    async def transactions(self, start: int, end: int) -> list[Transaction]: ...
+    def penalize(self, reason: BaseException) -> None: ...
 
 
 class Source(Protocol):
     async def latest_height(self) -> int: ...
     async def lowest_height(self, tip: int) -> int | None: ...
-    async def blocks(self, start: int, end: int) -> list[Block]: ...
-    async def transactions(self, start: int, end: int) -> list[Transaction]: ...
+    def endpoint_for(self, height: int) -> Endpoint: ...
+    def health(self) -> list: ...
+    async def confirm(self, origin: Endpoint, height: int, block_hash: str) -> None: ...
 
 
 class StateRepository(Protocol):
@@ -29,6 +40,10 @@ class StateRepository(Protocol):
 
 class Store(Protocol):
     state: StateRepository
+    is_writer: bool
+
+    async def claim_writer(self, *, wait: bool, on_standby=None, stop=None) -> bool: ...
+    async def health(self) -> None: ...
 
     async def commit_batch(self, batch: Batch, *, chain_id: str, status: str) -> None: ...
     async def block_ref(self, height: int) -> BlockRef | None: ...
@@ -42,6 +57,7 @@ class Committed:
     end: int
     blocks: int
     transactions: int
+    last_time: str | None  # the last block's time, as served
 
 
 def batches(start: int, end: int, size: int) -> Iterator[tuple[int, int]]:
@@ -50,17 +66,17 @@ def batches(start: int, end: int, size: int) -> Iterator[tuple[int, int]]:
         yield first, min(end, first + size - 1)
 
 
-async def fetch_batch(source: Source, start: int, end: int) -> Batch:
-    """Blocks ``start..end`` and their transactions, unvalidated.
+async def fetch_batch(endpoint: Endpoint, start: int, end: int) -> Batch:
+    """Blocks ``start..end`` and their transactions from ``endpoint``, unvalidated.
 
     Transactions are asked for only over the heights whose blocks count some: on real
     chains almost every block is empty, and most batches need no transaction query.
     """
-    blocks = await source.blocks(start, end)
-    with_txs = [block.height for block in blocks if block.num_txs > 0 and start <= block.height <= end]
+    blocks = await endpoint.blocks(start, end)
+    with_txs = [b.height for b in blocks if b.num_txs > 0 and start <= b.height <= end]
     transactions: list[Transaction] = []
     if with_txs:
-        transactions = await source.transactions(with_txs[0], with_txs[-1])
+        transactions = await endpoint.transactions(with_txs[0], with_txs[-1])
     return Batch(start=start, end=end, blocks=blocks, transactions=transactions)
 
 
@@ -76,29 +92,42 @@ class Syncer:
         """Fetch, validate and commit ``start..end``, heights not stored yet.
 
         Commits nothing unless the whole batch validates against the stored block at
-        ``start - 1``. ``tip`` decides the status written with it (synced at the tip).
+        ``start - 1`` and the other endpoints agree on its last hash. ``tip`` decides the
+        status written with it (synced at the tip).
         """
-        batch = await fetch_batch(self.source, start, end)
+        endpoint = self.source.endpoint_for(end)
+        batch = await fetch_batch(endpoint, start, end)
         previous = await self.store.block_ref(start - 1) if start > 0 else None
-        validate_batch(batch, previous, self.chain_id)
+        try:
+            validate_batch(batch, previous, self.chain_id)
+        except BatchInvalid as exc:
+            endpoint.penalize(exc)
+            if previous is not None and exc.height == start and exc.check == "last_block_hash":
+                await self._check_stored_block(endpoint, previous)
+            raise
+        await self.source.confirm(endpoint, end, batch.blocks[-1].hash)
         chain_id = self.chain_id or batch.blocks[0].chain_id
         status = "synced" if tip is not None and end >= tip else "syncing"
         await self.store.commit_batch(batch, chain_id=chain_id, status=status)
         self.chain_id = chain_id
-        return Committed(start, end, len(batch.blocks), len(batch.transactions))
+        return Committed(
+            start, end, len(batch.blocks), len(batch.transactions), batch.blocks[-1].time
+        )
+
+    async def _check_stored_block(self, endpoint: Endpoint, stored: BlockRef) -> None:
+        """A batch that does not link to the stored chain: is the source on another one?"""
+        served = await endpoint.blocks(stored.height, stored.height)
+        if served and served[0].height == stored.height and served[0].hash != stored.hash:
+            raise _mismatch(endpoint.url, stored.height, served[0].hash, stored.hash)
 
     async def verify_stored(self, start: int, end: int) -> None:
         """Check that the source serves the stored hashes for ``start..end``."""
         stored = await self.store.block_hashes(start, end)
+        endpoint = self.source.endpoint_for(end)
         for first, last in batches(start, end, 10_000):
-            for block in await self.source.blocks(first, last):
+            for block in await endpoint.blocks(first, last):
                 if block.height in stored and stored[block.height] != block.hash:
-                    raise ChainMismatch(
-                        f"the source serves hash {block.hash!r} for block {block.height}"
-                        f" but the database holds {stored[block.height]!r}; the source is"
-                        " on another chain or fork: point gnosync at the chain it started"
-                        " with, or sync into another database or --db-schema"
-                    )
+                    raise _mismatch(endpoint.url, block.height, block.hash, stored[block.height])
 
     def plan_range(
         self, start: int, end: int, bounds: tuple[int, int] | None
@@ -124,3 +153,12 @@ class Syncer:
         stored = (start, min(end, high)) if start <= high else None
         new = (max(start, high + 1), end) if end > high else None
         return stored, new
+
+
+def _mismatch(url: str, height: int, served: str, stored: str) -> ChainMismatch:
+    return ChainMismatch(
+        f"source {url} serves hash {served!r} for block {height} but the database holds"
+        f" {stored!r}: the source follows another chain, or its chain was reset. Point"
+        " gnosync at a source of the stored chain, or sync the new chain into another"
+        " database or --db-schema"
+    )
