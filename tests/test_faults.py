@@ -224,3 +224,28 @@ async def test_database_connections_dropped_mid_run(devnet, db_dsn, pg_server_ds
     finally:
         await run.stop()
     assert await differences(db_dsn, url, 0, chain.tip) == []
+
+
+async def test_postgresql_restart_mid_run(devnet, tmp_path):
+    """A real restart of a PostgreSQL server of the test's own: the batch in flight rolls
+    back, gnosync reconnects, re-claims the writer lock and carries on."""
+    from gnosync.store.embedded import start_embedded, stop_embedded
+
+    chain, url = devnet(blocks=30_000, seed=21)
+    dsn, data_dir = await asyncio.to_thread(start_embedded, tmp_path / "pg")
+    run = await follow([url], dsn, batch_size=100)
+    try:
+        await run.wait(at(3000), what="progress")
+        await asyncio.to_thread(stop_embedded, data_dir)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(start_embedded, data_dir)
+        await run.wait(at(chain.tip), timeout=120, what="the tip after the restart")
+        assert run.syncer.store.is_writer
+        retries = run.follower.metrics.registry.get_sample_value("gnosync_retries_total")
+        assert retries and retries >= 1  # the restart was felt, and survived
+    finally:
+        await run.stop()
+        try:
+            assert await differences(dsn, url, 0, chain.tip) == []
+        finally:
+            await asyncio.to_thread(stop_embedded, data_dir)

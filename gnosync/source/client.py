@@ -140,6 +140,13 @@ class SourceClient:
                 f" silence {self._timeout.sock_read:g}s, total {self._timeout.total:g}s)",
                 retryable=True,
             ) from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise SourceError(
+                f"source {self.url} presented a TLS certificate gnosync does not trust"
+                f" ({exc.certificate_error}); fix the server's certificate, or trust its CA"
+                " with SSL_CERT_FILE",
+                retryable=False,
+            ) from None
         except aiohttp.ClientConnectorError as exc:
             raise SourceError(
                 f"cannot reach source {self.url} ({exc.os_error.strerror or exc});"
