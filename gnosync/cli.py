@@ -26,6 +26,7 @@ from gnosync.observe.status import status_report
 from gnosync.retry import RetryPolicy
 from gnosync.settings import Settings, load_settings
 from gnosync.source.pool import SourcePool
+from gnosync.source.subscribe import TipWatcher
 from gnosync.store import Store
 from gnosync.sync.loop import Follower, sync_range
 from gnosync.sync.syncer import Syncer
@@ -75,7 +76,12 @@ async def _dsn(settings: Settings) -> str:
 
 @asynccontextmanager
 async def _store(settings: Settings, *, migrate: bool) -> AsyncIterator[Store]:
-    store = await Store.connect(await _dsn(settings), schema=settings.db_schema, component=settings.component)
+    store = await Store.connect(
+        await _dsn(settings),
+        schema=settings.db_schema,
+        component=settings.component,
+        checkpoint_every=settings.checkpoint_every,
+    )
     try:
         if migrate:
             await store.migrate()
@@ -119,9 +125,11 @@ def main() -> None:
 
 @main.command()
 @_common
-@click.option("--batch-size", type=int, help="Blocks per batch [default: 1000].")
+@click.option("--batch-size", type=int, help="Most blocks per batch [default: 5000].")
 @click.option("--interval", type=float, help="Seconds between polls at the tip [default: 1].")
 @click.option("--start-height", type=int, help="First height of a new sync [default: the lowest served].")
+@click.option("--fetch-concurrency", type=int, help="Ranges fetched at once during a catch-up [default: 4].")
+@click.option("--subscribe/--no-subscribe", default=None, help="Wake on the source's new-block subscription [default: on].")
 @click.option("--http", help="Address for /metrics, /healthz, /readyz, /status [default: 127.0.0.1:9464; 'off' disables].")
 def run(**flags: Any) -> None:
     """Sync to the tip, then follow it until stopped (SIGINT/SIGTERM)."""
@@ -140,8 +148,14 @@ def run(**flags: Any) -> None:
                 interval=settings.interval,
                 policy=_policy(settings, attempts=None),
                 start_height=settings.start_height,
+                concurrency=settings.fetch_concurrency,
+                batch_txs=settings.batch_txs,
                 metrics=metrics,
                 liveness=Liveness.for_interval(settings.interval),
+                watcher=TipWatcher(
+                    settings.sources, policy=_policy(settings, attempts=None),
+                    connect_timeout=settings.connect_timeout,
+                ) if settings.subscribe else None,
             )
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -199,7 +213,7 @@ async def _observe_server(
 @_common
 @click.option("--from", "start", type=click.IntRange(min=0), required=True, help="First height.")
 @click.option("--to", "end", type=click.IntRange(min=0), required=True, help="Last height (inclusive).")
-@click.option("--batch-size", type=int, help="Blocks per batch [default: 1000].")
+@click.option("--batch-size", type=int, help="Most blocks per batch [default: 5000].")
 def sync_command(start: int, end: int, **flags: Any) -> None:
     """Sync exactly heights FROM..TO once and exit."""
     if end < start:
@@ -214,7 +228,10 @@ def sync_command(start: int, end: int, **flags: Any) -> None:
             state = await store.state.get_state()
             syncer = Syncer(source, store, chain_id=state.chain_id if state else None)
             policy = _policy(settings, attempts=settings.retry_attempts)
-            return await sync_range(syncer, start, end, batch_size=settings.batch_size, policy=policy)
+            return await sync_range(
+                syncer, start, end, batch_size=settings.batch_size, policy=policy,
+                concurrency=settings.fetch_concurrency, batch_txs=settings.batch_txs,
+            )
 
     added = _run(main())
     click.echo(f"gnosync: heights {start}..{end} in sync ({added} blocks added)", err=True)
@@ -258,6 +275,91 @@ def migrate(**flags: Any) -> None:
 
     applied = _run(main())
     click.echo(f"gnosync: applied {', '.join(applied)}" if applied else "gnosync: schema is up to date", err=True)
+
+
+@main.command()
+@_common
+@click.option("--from", "start", type=click.IntRange(min=0), help="First height to check [default: the lowest stored].")
+@click.option("--to", "end", type=click.IntRange(min=0), help="Last height to check [default: the highest stored].")
+@click.option("--against-source", is_flag=True, help="Also compare every stored block hash with the source's.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def verify(start: int | None, end: int | None, against_source: bool, as_json: bool, **flags: Any) -> None:
+    """Check the stored chain; exit 0 when it is clean, 1 when it is damaged.
+
+    Finds missing heights, broken hash links, blocks whose transactions are not all
+    stored, transactions without a block, checkpoints that do not match the rows, an
+    app_state that does not match the highest block and, with --against-source,
+    stored hashes the source does not serve. Never changes the stored chain; safe
+    while `gnosync run` runs.
+    """
+    from gnosync.sync.verify import audit
+
+    if start is not None and end is not None and end < start:
+        raise click.BadParameter(f"--to {end} is below --from {start}", param_hint="--to")
+    settings = _settings(**flags)
+
+    async def main() -> Any:
+        async with _store(settings, migrate=True) as store:
+            if not against_source:
+                return await audit(store, start, end)
+            async with _source(settings) as source:
+                await source.check()
+                policy = _policy(settings, attempts=settings.retry_attempts)
+                return await audit(store, start, end, source, policy=policy)
+
+    report = _run(main())
+    click.echo(orjson.dumps(report.to_json_dict()).decode() if as_json else report.text())
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
+@_common
+@click.option("--from", "start", type=click.IntRange(min=0), help="First height to check [default: the lowest stored].")
+@click.option("--to", "end", type=click.IntRange(min=0), help="Last height to check [default: the highest stored].")
+@click.option("--against-source", is_flag=True, help="Also re-sync heights whose stored hash differs from the source's.")
+@click.option("--batch-size", type=int, help="Most heights replaced per transaction [default: the batch size].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def repair(start: int | None, end: int | None, against_source: bool, as_json: bool, **flags: Any) -> None:
+    """Re-sync the damaged heights from the source, then verify again.
+
+    Runs `gnosync verify` on the range, deletes each damaged range and syncs it again
+    with the same validation and one transaction per chunk, and syncs missing heights.
+    It writes, so it needs the writer lock: stop `gnosync run` first (repair refuses
+    while another process holds it). Exit 0 when the database is clean afterwards.
+    """
+    from gnosync.sync.verify import repair as repair_chain
+
+    if start is not None and end is not None and end < start:
+        raise click.BadParameter(f"--to {end} is below --from {start}", param_hint="--to")
+    settings = _settings(**flags)
+
+    async def main() -> Any:
+        async with _source(settings) as source, _store(settings, migrate=True) as store:
+            await source.check()
+            return await repair_chain(
+                store, source, start, end,
+                against_source=against_source,
+                batch_size=settings.batch_size,
+                policy=_policy(settings, attempts=settings.retry_attempts),
+            )
+
+    result = _run(main())
+    if as_json:
+        click.echo(orjson.dumps(result.to_json_dict()).decode())
+    else:
+        click.echo(f"before: {result.before.text()}")
+        if result.replaced or result.orphans_deleted:
+            ranges = ", ".join(f"{a}..{b}" if b > a else str(a) for a, b in result.replaced)
+            click.echo(
+                f"repaired: re-synced heights {ranges or 'none'};"
+                f" deleted {result.orphans_deleted} transactions without a block"
+            )
+        else:
+            click.echo("repaired: nothing to repair")
+        click.echo(f"after: {result.after.text()}")
+    if not result.after.ok:
+        sys.exit(1)
 
 
 @main.command()

@@ -33,7 +33,10 @@ class Settings(BaseSettings):
     db: str | None = Field(None, description="PostgreSQL DSN; embedded PostgreSQL when unset")
     db_schema: str = Field("indexer", description="PostgreSQL schema gnosync writes")
     component: str = Field("block_sync", description="app_state row this process owns")
-    batch_size: int = Field(1000, ge=1, le=1_000_000, description="blocks per batch")
+    batch_size: int = Field(5000, ge=1, le=1_000_000, description="most blocks per batch")
+    batch_txs: int = Field(5000, ge=1, description="transactions a batch aims to hold")
+    fetch_concurrency: int = Field(4, ge=1, le=64, description="ranges fetched at once")
+    subscribe: bool = Field(True, description="wake on the source's new-block subscription")
     interval: float = Field(1.0, gt=0, description="seconds between polls at the tip")
     start_height: int | None = Field(None, ge=0, description="first height of a new sync")
     request_timeout: float = Field(30.0, gt=0, description="seconds per source request")
@@ -46,6 +49,7 @@ class Settings(BaseSettings):
     data_dir: Path | None = Field(None, description="embedded PostgreSQL data directory")
     http: str = Field("127.0.0.1:9464", description="metrics/health address; 'off' disables")
     ready_max_lag: int = Field(50, ge=0, description="blocks behind the tip /readyz tolerates")
+    checkpoint_every: int = Field(10_000, ge=0, description="heights between checkpoints; 0 disables")
 
     @field_validator("source")
     @classmethod

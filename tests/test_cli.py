@@ -172,8 +172,8 @@ def test_status_without_source_and_before_any_sync(db_dsn):
 
 
 def test_sigterm_mid_backfill_stops_cleanly(devnet, db_dsn):
-    chain, url = devnet(blocks=20_000)
-    proc = start("run", "--source", url, "--db", db_dsn, "--batch-size", "200")
+    chain, url = devnet(blocks=300_000)
+    proc = start("run", "--source", url, "--db", db_dsn, "--batch-size", "200", "--fetch-concurrency", "1")
     try:
         wait_for(lambda: last_height(db_dsn) > 1000, what="progress")
         proc.send_signal(signal.SIGTERM)

@@ -406,7 +406,7 @@ async def test_cancellation_at_any_moment_on_the_writer_connection(stores, db_ds
                                await leader_pid(a))
             assert rows[0]["state"] == "idle"
         if found != (0, 0, 0):
-            await fetch(db_dsn, "TRUNCATE indexer.blocks, indexer.transactions, indexer.app_state")
+            await fetch(db_dsn, "TRUNCATE indexer.checkpoints, indexer.blocks, indexer.transactions, indexer.app_state")
     assert (0, 0, 0) in outcomes
     if not a.is_writer:
         assert await a.claim_writer(wait=False)

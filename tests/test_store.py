@@ -12,11 +12,13 @@ import asyncpg
 import msgspec
 import pytest
 
-from gnosync.errors import StoreError
+from gnosync.errors import ConfigError, StoreError
 from gnosync.store import (
+    NotTheWriter,
     Store,
     SyncState,
     block_row,
+    checkpoint_checksum,
     describe_dsn,
     redact_dsn,
     start_embedded,
@@ -38,6 +40,7 @@ from gnosync.sync.model import (
 )
 
 CHAIN = "test-chain"
+MIGRATIONS = ["0001_initial", "0002_checkpoints"]
 
 
 # -- building batches by hand --------------------------------------------------------------
@@ -288,13 +291,14 @@ async def test_migrate_creates_tables_in_default_schema(db_dsn):
         "blocks",
         "transactions",
         "app_state",
+        "checkpoints",
         "schema_migrations",
     }
     rows = await fetch(db_dsn, "SELECT indexname FROM pg_indexes WHERE schemaname = 'indexer'")
     indexes = {r["indexname"] for r in rows}
     assert "blocks_time_idx" in indexes
     rows = await fetch(db_dsn, "SELECT version, name, applied_at FROM indexer.schema_migrations")
-    assert [(r["version"], r["name"]) for r in rows] == [(1, "0001_initial")]
+    assert [(r["version"], r["name"]) for r in rows] == [(1, "0001_initial"), (2, "0002_checkpoints")]
     assert rows[0]["applied_at"] is not None
 
 
@@ -302,14 +306,14 @@ async def test_migrate_custom_schema_with_odd_name(db_dsn):
     schema = 'Chain "B"; x'
     store = await Store.connect(db_dsn, schema=schema)
     try:
-        assert await store.migrate() == ["0001_initial"]
+        assert await store.migrate() == MIGRATIONS
         await store.commit_batch(make_batch(0, 3), chain_id=CHAIN, status="syncing")
         assert await store.stored_bounds() == (0, 3)
         assert (await store.state.get_state()).last_block_h == 3
     finally:
         await store.close()
     tables = await tables_in(db_dsn, schema)
-    assert {"blocks", "transactions", "app_state", "schema_migrations"} <= tables
+    assert {"blocks", "transactions", "app_state", "checkpoints", "schema_migrations"} <= tables
     assert await tables_in(db_dsn, "indexer") == set()
     # The search_path set for the migration did not leak into pooled connections.
     rows = await fetch(db_dsn, "SHOW search_path")
@@ -319,12 +323,12 @@ async def test_migrate_custom_schema_with_odd_name(db_dsn):
 async def test_migrate_is_idempotent(db_dsn):
     store = await Store.connect(db_dsn)
     try:
-        assert await store.migrate() == ["0001_initial"]
+        assert await store.migrate() == MIGRATIONS
         assert await store.migrate() == []
         assert await store.migrate() == []
     finally:
         await store.close()
-    assert len(await fetch(db_dsn, "SELECT * FROM indexer.schema_migrations")) == 1
+    assert len(await fetch(db_dsn, "SELECT * FROM indexer.schema_migrations")) == len(MIGRATIONS)
 
 
 async def test_concurrent_migrations_apply_each_file_once(db_dsn):
@@ -335,9 +339,11 @@ async def test_concurrent_migrations_apply_each_file_once(db_dsn):
         finally:
             for s in stores:
                 await s.close()
-        assert sorted(results) == [[], [], [], ["0001_initial"]]
+        # Each file is applied exactly once, by whichever process got to it first.
+        applied = [name for result in results for name in result]
+        assert sorted(applied) == sorted(MIGRATIONS)
         rows = await fetch(db_dsn, f'SELECT version FROM "{schema}".schema_migrations')
-        assert [r["version"] for r in rows] == [1]
+        assert [r["version"] for r in rows] == [1, 2]
 
 
 async def test_migrate_refuses_a_schema_from_a_newer_gnosync(store, db_dsn):
@@ -550,7 +556,7 @@ async def test_cancellation_at_any_moment_is_all_or_nothing(store, db_dsn):
             assert found in ((0, 0, 0), (3000, 3000, 1))
         outcomes.add(found)
         if found != (0, 0, 0):
-            await fetch(db_dsn, "TRUNCATE indexer.blocks, indexer.transactions, indexer.app_state")
+            await fetch(db_dsn, "TRUNCATE indexer.blocks, indexer.transactions, indexer.checkpoints, indexer.app_state")
     assert (0, 0, 0) in outcomes
 
 
@@ -579,6 +585,132 @@ async def test_lost_connection_mid_commit_is_retryable(store, db_dsn):
 
 
 # -- reads ---------------------------------------------------------------------------------
+
+
+# -- checkpoints and replace_range --------------------------------------------------------------
+
+
+def part(batch: Batch, start: int, end: int) -> Batch:
+    """Heights ``start..end`` of ``batch``, as fetched again."""
+    return Batch(
+        start=start,
+        end=end,
+        blocks=[b for b in batch.blocks if start <= b.height <= end],
+        transactions=[t for t in batch.transactions if start <= t.block_height <= end],
+    )
+
+
+def expected_checkpoints(batch: Batch, every: int) -> list[tuple]:
+    """(height, block hash, last tx hash, checksum, blocks, transactions) per boundary."""
+    rows, previous, low = [], None, -1
+    for height in range(every, batch.end + 1, every):
+        blocks = [(b.height, b.hash) for b in batch.blocks if low < b.height <= height]
+        txs = [(t.block_height, t.index, t.hash) for t in batch.transactions if low < t.block_height <= height]
+        checksum = checkpoint_checksum(previous, blocks, txs)
+        rows.append((height, block_hash(height), txs[-1][2] if txs else None, checksum, len(blocks), len(txs)))
+        previous, low = checksum, height
+    return rows
+
+
+async def stored_checkpoints(dsn: str) -> list[tuple]:
+    rows = await fetch(
+        dsn,
+        "SELECT height, block_hash, last_tx_hash, checksum, blocks, transactions"
+        " FROM indexer.checkpoints ORDER BY height",
+    )
+    return [tuple(r) for r in rows]
+
+
+async def test_commit_batch_writes_checkpoints_at_multiples(db_dsn):
+    whole = make_batch(0, 23, txs_per_block=lambda h: h % 4)
+    store = await Store.connect(db_dsn, checkpoint_every=5)
+    try:
+        await store.migrate()
+        # Batches spanning none, one and two boundaries, ending on and between them.
+        for start, end in [(0, 3), (4, 12), (13, 13), (14, 15), (16, 20), (21, 23)]:
+            await store.commit_batch(part(whole, start, end), chain_id=CHAIN, status="syncing")
+    finally:
+        await store.close()
+    assert await stored_checkpoints(db_dsn) == expected_checkpoints(whole, 5)
+    rows = await fetch(db_dsn, "SELECT created_at FROM indexer.checkpoints")
+    assert len(rows) == 4 and all(r["created_at"] is not None for r in rows)
+    # Deleting a block deletes its checkpoint.
+    await fetch(db_dsn, "DELETE FROM indexer.blocks WHERE height = 10")
+    assert [r[0] for r in await stored_checkpoints(db_dsn)] == [5, 15, 20]
+
+
+async def test_checkpoint_every_zero_writes_none(db_dsn):
+    store = await Store.connect(db_dsn, checkpoint_every=0)
+    try:
+        await store.migrate()
+        await store.commit_batch(make_batch(0, 30), chain_id=CHAIN, status="syncing")
+    finally:
+        await store.close()
+    assert await stored_checkpoints(db_dsn) == []
+    with pytest.raises(ConfigError):
+        await Store.connect(db_dsn, checkpoint_every=-1)
+
+
+async def test_replace_range_swaps_heights_atomically_and_keeps_the_top(db_dsn):
+    whole = make_batch(0, 20, txs_per_block=lambda h: 2)
+    store = await Store.connect(db_dsn, checkpoint_every=5)
+    try:
+        await store.migrate()
+        await store.commit_batch(whole, chain_id=CHAIN, status="synced")
+        clean = await snapshot(db_dsn)
+        checkpoints = await stored_checkpoints(db_dsn)
+        for damage in (
+            "DELETE FROM indexer.blocks WHERE height = 9",
+            "UPDATE indexer.blocks SET hash = 'forged' WHERE height = 8",
+            "DELETE FROM indexer.transactions WHERE block_height = 7 AND tx_index = 1",
+        ):
+            await fetch(db_dsn, damage)
+        await store.replace_range(part(whole, 7, 10), chain_id=CHAIN)
+        blocks, txs, state = await snapshot(db_dsn)
+        assert (blocks, txs) == clean[:2]
+        assert await stored_checkpoints(db_dsn) == checkpoints
+        # In the middle: the top, the status and the error state stay as they were.
+        assert [r[:-1] for r in state] == [r[:-1] for r in clean[2]]  # all but updated_at
+        # A failing replace changes nothing: a transaction hash stored at another height.
+        before = await snapshot(db_dsn)
+        bad = part(whole, 12, 13)
+        bad.transactions[0] = msgspec.structs.replace(bad.transactions[0], hash=tx_hash(3, 0))
+        with pytest.raises(StoreError, match="23505"):
+            await store.replace_range(bad, chain_id=CHAIN)
+        assert await snapshot(db_dsn) == before
+        # At the top it records the top again, never lower than before.
+        await fetch(db_dsn, "UPDATE indexer.app_state SET last_block_h = 19, last_block_hash = 'x'")
+        await store.replace_range(part(whole, 20, 20), chain_id=CHAIN)
+        state = await store.state.get_state()
+        assert (state.last_block_h, state.last_block_hash) == (20, block_hash(20))
+        await fetch(db_dsn, "UPDATE indexer.app_state SET last_block_h = 25")
+        await store.replace_range(part(whole, 18, 20), chain_id=CHAIN)
+        assert (await store.state.get_state()).last_block_h == 25
+        assert await store.delete_orphan_transactions(0, 100) == 0
+    finally:
+        await store.close()
+
+
+async def test_replace_range_is_fenced_by_the_writer_lock(db_dsn):
+    whole = make_batch(0, 10)
+    leader, other = await Store.connect(db_dsn), await Store.connect(db_dsn)
+    try:
+        await leader.migrate()
+        await leader.commit_batch(whole, chain_id=CHAIN, status="synced")
+        before = await snapshot(db_dsn)
+        assert await leader.claim_writer(wait=False)
+        with pytest.raises(NotTheWriter):
+            await other.replace_range(part(whole, 3, 4), chain_id=CHAIN)
+        with pytest.raises(NotTheWriter):
+            await other.delete_orphan_transactions(0, 10)
+        with pytest.raises(NotTheWriter, match="gnosync leader"):
+            await other.require_writer()
+        assert await snapshot(db_dsn) == before
+        await leader.replace_range(part(whole, 3, 4), chain_id=CHAIN)
+        assert (await snapshot(db_dsn))[:2] == before[:2]
+    finally:
+        await leader.close()
+        await other.close()
 
 
 async def test_block_ref_bounds_and_hashes(store):
@@ -769,7 +901,7 @@ async def test_embedded_server_starts_and_is_reused(tmp_path):
         assert (used / "PG_VERSION").exists()
         store = await Store.connect(dsn)
         try:
-            assert await store.migrate() == ["0001_initial"]
+            assert await store.migrate() == MIGRATIONS
             await store.commit_batch(make_batch(0, 2), chain_id=CHAIN, status="synced")
             assert await store.stored_bounds() == (0, 2)
         finally:

@@ -2,13 +2,18 @@
 
 ``Store.connect(dsn)`` opens a pool; ``migrate()`` brings the schema up to date;
 ``commit_batch()`` writes a batch of blocks and transactions together with the sync
-state, in one transaction. Database failures raise ``gnosync.errors.StoreError``.
+state and the checkpoints due at its heights, in one transaction; ``replace_range()``
+swaps stored heights for re-fetched ones the same way (``gnosync repair``);
+``auditing()`` opens the set-based checks of ``gnosync verify`` on one snapshot.
+Database failures raise ``gnosync.errors.StoreError``.
 
 One process writes a schema and component at a time: ``claim_writer()`` takes the
 writer lock (waiting as a standby if asked), and writes without it are refused with
 ``NotTheWriter`` while another process holds it (see :mod:`gnosync.store.lock`).
 """
 
+from gnosync.store.audit import AuditReader, BlockLink
+from gnosync.store.checkpoints import boundaries, checkpoint_checksum
 from gnosync.store.dsn import describe_dsn, redact_dsn
 from gnosync.store.embedded import start_embedded, stop_embedded
 from gnosync.store.lock import NotTheWriter, WriterInfo, writer_lock_key
@@ -17,12 +22,16 @@ from gnosync.store.state import SyncState, SyncStateRepository
 from gnosync.store.store import Store
 
 __all__ = [
+    "AuditReader",
+    "BlockLink",
     "NotTheWriter",
     "Store",
     "SyncState",
     "SyncStateRepository",
     "WriterInfo",
     "block_row",
+    "boundaries",
+    "checkpoint_checksum",
     "describe_dsn",
     "redact_dsn",
     "start_embedded",

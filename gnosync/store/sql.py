@@ -65,6 +65,7 @@ STATUSES: frozenset[str] = frozenset({"syncing", "synced", "error", "stopped"})
 
 BLOCKS_TABLE = "blocks"
 TRANSACTIONS_TABLE = "transactions"
+CHECKPOINTS_TABLE = "checkpoints"
 
 PING = "SELECT 1"
 # Transactions on the writer connection, which asyncpg's transaction object does not manage.
@@ -109,6 +110,38 @@ SET_LOCAL_SEARCH_PATH = "SELECT set_config('search_path', $1, true)"
 DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = $1"
 
 
+# The genesis rules of gnosync.sync.validate, for the audit's link check.
+GENESIS_HEIGHT = 0
+FIRST_COUNTED_HEIGHT = 2
+
+
+def _segment(blocks: str, txs: str, low: str, high: str, previous: str) -> str:
+    """One row over the checkpoint segment ``low < height <= high``: its checksum chained
+    from ``previous`` (defined in :mod:`gnosync.store.checkpoints`), its block and
+    transaction counts, its first stored height and its last transaction's hash.
+    ``low``, ``high`` and ``previous`` are SQL expressions."""
+    return (
+        "SELECT encode(sha256(convert_to("
+        f"COALESCE({previous}, '') || E'\\n'"
+        " || COALESCE(string_agg(l.line, '' ORDER BY l.h, l.i), ''), 'UTF8')), 'hex')"
+        " AS checksum,"
+        " (count(*) FILTER (WHERE l.i < 0))::integer AS blocks,"
+        " (count(*) FILTER (WHERE l.i >= 0))::integer AS transactions,"
+        " min(l.h) AS first_height,"
+        f" (SELECT sg_t.hash FROM {txs} sg_t WHERE sg_t.block_height > {low}"
+        f"  AND sg_t.block_height <= {high}"
+        "  ORDER BY sg_t.block_height DESC, sg_t.tx_index DESC LIMIT 1) AS last_tx_hash"
+        " FROM ("
+        "SELECT sg_b.height AS h, -1 AS i, sg_b.height::text || ':' || sg_b.hash || E'\\n' AS line"
+        f" FROM {blocks} sg_b WHERE sg_b.height > {low} AND sg_b.height <= {high}"
+        " UNION ALL"
+        " SELECT sg_t.block_height, sg_t.tx_index,"
+        " sg_t.block_height::text || ':' || sg_t.tx_index::text || ':' || sg_t.hash || E'\\n'"
+        f" FROM {txs} sg_t WHERE sg_t.block_height > {low} AND sg_t.block_height <= {high}"
+        ") l"
+    )
+
+
 def create_database(name: str) -> str:
     return f"CREATE DATABASE {quote_ident(name)}"
 
@@ -136,6 +169,8 @@ class Statements:
         self.schema = schema
         self.quoted_schema = s
         blocks = f"{s}.{quote_ident(BLOCKS_TABLE)}"
+        txs = f"{s}.{quote_ident(TRANSACTIONS_TABLE)}"
+        checkpoints = f"{s}.{quote_ident(CHECKPOINTS_TABLE)}"
         app_state = f"{s}.{quote_ident('app_state')}"
         migrations = f"{s}.{quote_ident('schema_migrations')}"
         self._app_state = app_state
@@ -202,6 +237,183 @@ class Statements:
             " ON CONFLICT (component) DO UPDATE SET"
             " status = 'error', error_count = a.error_count + 1,"
             " last_error = EXCLUDED.last_error, updated_at = now()"
+        )
+
+        # -- checkpoints (see gnosync.store.checkpoints) ----------------------------------
+        # Run inside a commit's transaction after its COPY: the checkpoint at $1, over the
+        # stored heights after the highest checkpoint below $1, chained from its checksum.
+        self.insert_checkpoint = (
+            f"INSERT INTO {checkpoints}"
+            " (height, block_hash, last_tx_hash, checksum, blocks, transactions)"
+            " SELECT b.height, b.hash, s.last_tx_hash, s.checksum, s.blocks, s.transactions"
+            f" FROM {blocks} b"
+            " LEFT JOIN LATERAL ("
+            f"SELECT c.height, c.checksum FROM {checkpoints} c WHERE c.height < b.height"
+            " ORDER BY c.height DESC LIMIT 1) p ON true"
+            " CROSS JOIN LATERAL ("
+            + _segment(blocks, txs, "COALESCE(p.height, -1)", "b.height", "p.checksum")
+            + ") s WHERE b.height = $1::bigint"
+            " RETURNING checksum"
+        )
+        # The checkpoints in $1..$2, each recomputed from the rows: its stored columns,
+        # its predecessor's height and checksum, and the segment recomputed ("expected",
+        # chained from the stored predecessor checksum).
+        self.audit_checkpoints = (
+            "SELECT c.height, c.block_hash, c.last_tx_hash, c.checksum, c.blocks,"
+            " c.transactions, c.prev_height, c.prev_checksum, b.hash AS stored_block_hash,"
+            " s.checksum AS expected, s.blocks AS counted_blocks,"
+            " s.transactions AS counted_transactions, s.last_tx_hash AS counted_last_tx_hash,"
+            " s.first_height"
+            " FROM (SELECT height, block_hash, last_tx_hash, checksum, blocks, transactions,"
+            "  lag(height) OVER w AS prev_height, lag(checksum) OVER w AS prev_checksum"
+            f"  FROM {checkpoints} WHERE height <= $2::bigint WINDOW w AS (ORDER BY height)) c"
+            f" LEFT JOIN {blocks} b ON b.height = c.height"
+            " CROSS JOIN LATERAL ("
+            + _segment(blocks, txs, "COALESCE(c.prev_height, -1)", "c.height", "c.prev_checksum")
+            + ") s WHERE c.height >= $1::bigint ORDER BY c.height"
+        )
+        # The rows of the segment $1 < height <= $2, for recomputing a checksum in Python.
+        self.segment_blocks = (
+            f"SELECT height, hash FROM {blocks}"
+            " WHERE height > $1::bigint AND height <= $2::bigint ORDER BY height"
+        )
+        self.segment_transactions = (
+            f"SELECT block_height, tx_index, hash FROM {txs}"
+            " WHERE block_height > $1::bigint AND block_height <= $2::bigint"
+            " ORDER BY block_height, tx_index"
+        )
+        self.checkpoint_heights = (
+            f"SELECT height FROM {checkpoints}"
+            " WHERE height BETWEEN $1::bigint AND $2::bigint ORDER BY height"
+        )
+
+        # -- audit (gnosync verify): set-based, one pass per check ----------------------
+        # $1 component: the stored bounds and the app_state row.
+        self.audit_bounds = (
+            f"SELECT (SELECT min(height) FROM {blocks}) AS min_height,"
+            f" (SELECT max(height) FROM {blocks}) AS max_height,"
+            f" (SELECT min(block_height) FROM {txs}) AS min_tx_height,"
+            f" (SELECT max(block_height) FROM {txs}) AS max_tx_height,"
+            " a.component IS NOT NULL AS has_state, a.last_block_h, a.last_block_hash,"
+            " a.chain_id,"
+            f" (SELECT hash FROM {blocks} WHERE height = a.last_block_h) AS hash_at_last"
+            f" FROM (SELECT 1) one LEFT JOIN {app_state} a ON a.component = $1"
+        )
+        # $1..$2: how much the range holds.
+        self.audit_counts = (
+            f"SELECT (SELECT count(*) FROM {blocks} WHERE height BETWEEN $1::bigint AND $2::bigint)"
+            " AS blocks,"
+            f" (SELECT min(height) FROM {blocks} WHERE height BETWEEN $1::bigint AND $2::bigint)"
+            " AS low,"
+            f" (SELECT max(height) FROM {blocks} WHERE height BETWEEN $1::bigint AND $2::bigint)"
+            " AS high,"
+            f" (SELECT count(*) FROM {txs} WHERE block_height BETWEEN $1::bigint AND $2::bigint)"
+            " AS transactions,"
+            f" (SELECT count(*) FROM {checkpoints} WHERE height BETWEEN $1::bigint AND $2::bigint)"
+            " AS checkpoints"
+        )
+        # Runs of missing heights strictly between stored ones in $1..$2; $3 caps the rows.
+        self.audit_gaps = (
+            "SELECT height + 1 AS first, next - 1 AS last FROM ("
+            " SELECT height, lead(height) OVER (ORDER BY height) AS next"
+            f" FROM {blocks} WHERE height BETWEEN $1::bigint AND $2::bigint) g"
+            " WHERE next > height + 1 ORDER BY height LIMIT $3"
+        )
+        # Which of blocks and transactions have a valid unique index on "hash" alone: for
+        # those, a duplicate hash cannot be stored and the scans below are skipped.
+        self.unique_hash_tables = (
+            "SELECT c.relname AS table_name FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]"
+            f" WHERE n.nspname = $1 AND c.relname IN ('{BLOCKS_TABLE}', '{TRANSACTIONS_TABLE}')"
+            " AND i.indisunique AND i.indisvalid AND i.indnatts = 1 AND i.indpred IS NULL"
+            " AND a.attname = 'hash'"
+        )
+        # Hashes held by more than one block, or transaction, in $1..$2; $3 caps the rows.
+        self.audit_duplicate_block_hashes = (
+            "SELECT 'block' AS what, hash, array_agg(height ORDER BY height) AS heights"
+            f" FROM {blocks} WHERE height BETWEEN $1::bigint AND $2::bigint"
+            " GROUP BY hash HAVING count(*) > 1 LIMIT $3"
+        )
+        self.audit_duplicate_transaction_hashes = (
+            "SELECT 'transaction' AS what, hash,"
+            " array_agg(block_height ORDER BY block_height) AS heights"
+            f" FROM {txs} WHERE block_height BETWEEN $1::bigint AND $2::bigint"
+            " GROUP BY hash HAVING count(*) > 1 LIMIT $3"
+        )
+        # Blocks in $1..$2 that break a rule of gnosync.sync.validate against the stored
+        # block just below: an empty hash above genesis, last_block_hash not the hash
+        # below, total_txs not the total below plus num_txs (from height 2), or a chain id
+        # other than $3 (the recorded one; NULL skips). $4 caps the rows.
+        self.audit_links = (
+            "SELECT height, hash, last_block_hash, prev_height, prev_hash, total_txs,"
+            " prev_total, num_txs, chain_id FROM ("
+            " SELECT height, hash, last_block_hash, total_txs, num_txs, chain_id,"
+            " lag(height) OVER w AS prev_height, lag(hash) OVER w AS prev_hash,"
+            " lag(total_txs) OVER w AS prev_total"
+            f" FROM {blocks} WHERE height BETWEEN $1::bigint - 1 AND $2::bigint"
+            " WINDOW w AS (ORDER BY height)) b"
+            " WHERE height >= $1::bigint AND ("
+            f"  (height <> {GENESIS_HEIGHT} AND hash = '')"
+            "  OR (prev_height = height - 1 AND (last_block_hash <> prev_hash"
+            f"   OR (height >= {FIRST_COUNTED_HEIGHT} AND total_txs <> prev_total + num_txs)))"
+            "  OR chain_id <> $3::text)"
+            " ORDER BY height LIMIT $4"
+        )
+        # Heights whose transactions disagree with their block: blocks in $1..$2 whose
+        # num_txs is not the number stored, stored transactions in $3..$4 without a block,
+        # and index runs that do not go 0, 1, 2, ... $5 caps the rows.
+        self.audit_transactions = (
+            "SELECT COALESCE(b.height, t.block_height) AS height, b.num_txs,"
+            " COALESCE(t.n, 0) AS stored, t.min_index, t.max_index"
+            f" FROM (SELECT height, num_txs FROM {blocks}"
+            "  WHERE height BETWEEN $1::bigint AND $2::bigint) b"
+            " FULL JOIN (SELECT block_height, count(*) AS n, min(tx_index) AS min_index,"
+            f"  max(tx_index) AS max_index FROM {txs}"
+            "  WHERE block_height BETWEEN $3::bigint AND $4::bigint GROUP BY block_height) t"
+            " ON t.block_height = b.height"
+            " WHERE b.height IS NULL OR b.num_txs <> COALESCE(t.n, 0)"
+            "  OR t.min_index <> 0 OR t.max_index <> t.n - 1"
+            " ORDER BY 1 LIMIT $5"
+        )
+        self.block_link = (
+            "SELECT height, hash, last_block_hash, total_txs, num_txs, chain_id"
+            f" FROM {blocks} WHERE height = $1"
+        )
+
+        # -- repair: the replace path --------------------------------------------------
+        self.delete_transactions_between = (
+            f"DELETE FROM {txs} WHERE block_height BETWEEN $1::bigint AND $2::bigint"
+        )
+        # Cascades to the transactions and checkpoints of those heights.
+        self.delete_blocks_between = (
+            f"DELETE FROM {blocks} WHERE height BETWEEN $1::bigint AND $2::bigint"
+        )
+        self.delete_orphan_transactions = (
+            f"DELETE FROM {txs} t WHERE t.block_height BETWEEN $1::bigint AND $2::bigint"
+            f" AND NOT EXISTS (SELECT 1 FROM {blocks} b WHERE b.height = t.block_height)"
+        )
+        # After a replaced range whose last block is $2 ($3 its hash, $4 the range's last
+        # tx hash or NULL, $5 chain id): like upsert_last_block, never moves last_block_h
+        # down and takes the hashes only at the top, but leaves status and errors alone
+        # and keeps a recorded chain id.
+        self.upsert_replaced_top = (
+            f"INSERT INTO {app_state} AS a (component, last_block_h, last_block_hash,"
+            " last_tx_hash, last_sync_time, status, error_count, last_error, chain_id,"
+            " updated_at)"
+            " VALUES ($1, $2, $3, $4, now(), 'stopped', 0, NULL, $5, now())"
+            " ON CONFLICT (component) DO UPDATE SET"
+            " last_block_h = GREATEST(a.last_block_h, EXCLUDED.last_block_h),"
+            " last_block_hash = CASE"
+            "  WHEN a.last_block_h IS NULL OR EXCLUDED.last_block_h >= a.last_block_h"
+            "  THEN EXCLUDED.last_block_hash ELSE a.last_block_hash END,"
+            " last_tx_hash = CASE"
+            "  WHEN (a.last_block_h IS NULL OR EXCLUDED.last_block_h >= a.last_block_h)"
+            "   AND EXCLUDED.last_tx_hash IS NOT NULL"
+            "  THEN EXCLUDED.last_tx_hash ELSE a.last_tx_hash END,"
+            " chain_id = COALESCE(a.chain_id, EXCLUDED.chain_id),"
+            " updated_at = now()"
         )
 
     def update_state(self, columns: Iterable[str]) -> str:

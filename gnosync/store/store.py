@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -23,6 +23,8 @@ from gnosync.store.lock import (
     standby_name,
     writer_lock_key,
 )
+from gnosync.store.audit import AuditReader, BlockLink
+from gnosync.store.checkpoints import boundaries
 from gnosync.store.migrate import apply_migrations
 from gnosync.store.rows import block_row, transaction_row
 from gnosync.store.state import SyncStateRepository, check_status
@@ -61,12 +63,16 @@ class Store:
         where: str,
         uri: str | None = None,
         secret: str | None = None,
+        checkpoint_every: int = 10_000,
     ):
+        if checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be 0 or more, got {checkpoint_every}")
         self._pool = pool
         self._sql = sql.Statements(schema)
         self.schema = schema
         self.component = component
         self.where = where  # host:port/database, for messages
+        self.checkpoint_every = checkpoint_every  # 0: no checkpoints
         self._uri = uri  # for the writer connection
         self._secret = secret  # the DSN's password, scrubbed from messages
         self._lock_key = writer_lock_key(schema, component)
@@ -89,8 +95,15 @@ class Store:
         component: str = "block_sync",
         min_size: int = 1,
         max_size: int = 4,
+        checkpoint_every: int = 10_000,
     ) -> Store:
-        """Open a pool to ``dsn`` (URI or key=value form); fails fast if it cannot connect."""
+        """Open a pool to ``dsn`` (URI or key=value form); fails fast if it cannot connect.
+
+        ``checkpoint_every``: write a checkpoint at each height that is a multiple of it
+        (see :mod:`gnosync.store.checkpoints`); 0 writes none.
+        """
+        if checkpoint_every < 0:
+            raise ConfigError(f"checkpoint_every must be 0 or more, got {checkpoint_every}")
         try:
             sql.quote_ident(schema)
         except ValueError as exc:
@@ -129,6 +142,7 @@ class Store:
             where=where,
             uri=uri,
             secret=password_of(dsn),
+            checkpoint_every=checkpoint_every,
         )
 
     async def close(self) -> None:
@@ -405,40 +419,24 @@ class Store:
         """Store ``batch`` and advance app_state, atomically.
 
         In one transaction: binary COPY of the blocks, then of the transactions, then the
-        app_state upsert. Cancellation or a crash at any point stores nothing. The batch
-        must hold only heights not yet stored: a duplicate block height, block hash or
-        transaction hash raises ``StoreError`` (not retryable) and stores nothing.
+        checkpoints at the batch's heights that are multiples of ``checkpoint_every``
+        (computed in SQL from the stored rows, see :mod:`gnosync.store.checkpoints`),
+        then the app_state upsert. Cancellation or a crash at any point stores nothing.
+        The batch must hold only heights not yet stored: a duplicate block height, block
+        hash or transaction hash raises ``StoreError`` (not retryable) and stores nothing.
 
         The transaction runs on the writer connection when this store holds the writer
         lock; otherwise on the pool, refused with ``NotTheWriter`` while another
         process holds the lock. A lost writer connection raises a retryable
         ``StoreError`` and ``is_writer`` becomes False.
         """
-        if not batch.blocks:
-            raise ValueError(f"batch {batch.start}..{batch.end} has no blocks")
-        top = batch.blocks[-1]
-        if top.height != batch.end or batch.blocks[0].height != batch.start:
-            raise ValueError(
-                f"batch {batch.start}..{batch.end} holds blocks "
-                f"{batch.blocks[0].height}..{top.height}"
-            )
+        top = _check_batch(batch)
         check_status(status)
         block_rows = [block_row(block) for block in batch.blocks]
         tx_rows = [transaction_row(tx) for tx in batch.transactions]
         async with self._writing(f"committing blocks {batch.start}..{batch.end}") as conn:
-            await conn.copy_records_to_table(
-                sql.BLOCKS_TABLE,
-                records=block_rows,
-                columns=sql.BLOCK_COLUMNS,
-                schema_name=self.schema,
-            )
-            if tx_rows:
-                await conn.copy_records_to_table(
-                    sql.TRANSACTIONS_TABLE,
-                    records=tx_rows,
-                    columns=sql.TRANSACTION_COLUMNS,
-                    schema_name=self.schema,
-                )
+            await self._copy(conn, block_rows, tx_rows)
+            await self._write_checkpoints(conn, boundaries(batch.start, batch.end, self.checkpoint_every))
             await self.state.update_last_block(
                 conn,
                 height=top.height,
@@ -447,6 +445,86 @@ class Store:
                 chain_id=chain_id,
                 status=status,
             )
+
+    async def replace_range(self, batch: Batch, *, chain_id: str) -> None:
+        """Replace whatever is stored at heights ``batch.start..batch.end`` with ``batch``,
+        atomically: the write path of ``gnosync repair``.
+
+        In one transaction, fenced by the writer lock exactly like :meth:`commit_batch`:
+        delete the transactions and blocks of those heights (their checkpoints go with
+        the blocks), binary COPY the batch, write the checkpoints of the range again (at
+        the multiples of ``checkpoint_every`` and at every height that had one), and
+        record the range's top in app_state without ever moving ``last_block_h`` down
+        or touching the status. The caller validates ``batch`` against the stored
+        neighbours first; nothing else of the database changes.
+        """
+        top = _check_batch(batch)
+        block_rows = [block_row(block) for block in batch.blocks]
+        tx_rows = [transaction_row(tx) for tx in batch.transactions]
+        start, end = batch.start, batch.end
+        async with self._writing(f"replacing blocks {start}..{end}") as conn:
+            had = [row["height"] for row in await conn.fetch(self._sql.checkpoint_heights, start, end)]
+            await conn.execute(self._sql.delete_transactions_between, start, end)
+            await conn.execute(self._sql.delete_blocks_between, start, end)
+            await self._copy(conn, block_rows, tx_rows)
+            heights = sorted(set(boundaries(start, end, self.checkpoint_every)) | set(had))
+            await self._write_checkpoints(conn, heights)
+            await conn.execute(
+                self._sql.upsert_replaced_top,
+                self.component,
+                top.height,
+                top.hash,
+                batch.last_tx_hash,
+                chain_id,
+            )
+
+    async def delete_orphan_transactions(self, start: int, end: int) -> int:
+        """Delete the stored transactions at ``start..end`` whose block is not stored;
+        how many. Fenced by the writer lock like every write."""
+        async with self._writing(f"deleting transactions without a block in {start}..{end}") as conn:
+            status = await conn.execute(self._sql.delete_orphan_transactions, start, end)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def require_writer(self) -> None:
+        """Take the writer lock without waiting, or raise ``NotTheWriter`` naming the
+        process that holds it. For one-shot commands that write several transactions
+        (``gnosync repair``) and must not interleave with ``gnosync run``."""
+        if not await self.claim_writer(wait=False):
+            raise await self._not_the_writer()
+
+    async def _copy(self, conn: asyncpg.Connection, block_rows: list, tx_rows: list) -> None:
+        await conn.copy_records_to_table(
+            sql.BLOCKS_TABLE,
+            records=block_rows,
+            columns=sql.BLOCK_COLUMNS,
+            schema_name=self.schema,
+        )
+        if tx_rows:
+            await conn.copy_records_to_table(
+                sql.TRANSACTIONS_TABLE,
+                records=tx_rows,
+                columns=sql.TRANSACTION_COLUMNS,
+                schema_name=self.schema,
+            )
+
+    async def _write_checkpoints(self, conn: asyncpg.Connection, heights: Iterable[int]) -> None:
+        """The checkpoints at ``heights`` (ascending), each chained from the one before;
+        the rows of their heights must be in the database (this transaction's COPY)."""
+        for height in heights:
+            await conn.fetchval(self._sql.insert_checkpoint, height)
+
+    @asynccontextmanager
+    async def auditing(self) -> AsyncIterator[AuditReader]:
+        """The audit statements on one read-only REPEATABLE READ snapshot (pool connection)."""
+        async with self._errors("opening an audit snapshot"), self._pool.acquire() as conn:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                yield AuditReader(conn, self._sql, self.component, self._errors)
+
+    async def block_link(self, height: int) -> BlockLink | None:
+        """Hash, last_block_hash, totals and chain id of the stored block at ``height``."""
+        async with self._errors(f"reading block {height}"):
+            row = await self._pool.fetchrow(self._sql.block_link, height)
+        return None if row is None else BlockLink(**dict(row))
 
     async def block_ref(self, height: int) -> BlockRef | None:
         """Height, hash, chain id and total_txs of the stored block at ``height``."""
@@ -474,6 +552,19 @@ class Store:
         async with self._errors(f"reading block hashes {start}..{end}"):
             rows = await self._pool.fetch(self._sql.block_hashes, start, end)
         return {row["height"]: row["hash"] for row in rows}
+
+
+def _check_batch(batch: Batch):
+    """The batch's top block, after checking that its blocks span start..end."""
+    if not batch.blocks:
+        raise ValueError(f"batch {batch.start}..{batch.end} has no blocks")
+    top = batch.blocks[-1]
+    if top.height != batch.end or batch.blocks[0].height != batch.start:
+        raise ValueError(
+            f"batch {batch.start}..{batch.end} holds blocks "
+            f"{batch.blocks[0].height}..{top.height}"
+        )
+    return top
 
 
 async def _close(conn: asyncpg.Connection) -> None:

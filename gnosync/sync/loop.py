@@ -19,7 +19,9 @@ from gnosync.observe.http import Liveness
 from gnosync.observe.metrics import SyncMetrics
 from gnosync.observe.progress import BackfillProgress
 from gnosync.retry import RetryPolicy
-from gnosync.sync.syncer import Committed, Syncer, batches
+from gnosync.source.subscribe import TipWatcher
+from gnosync.sync.pipeline import Backfill
+from gnosync.sync.syncer import Committed, Syncer
 
 log = structlog.get_logger("gnosync.sync")
 
@@ -39,7 +41,16 @@ async def _record_error(state: StateWriter, exc: BaseException) -> None:
         pass
 
 
-async def sync_range(syncer: Syncer, start: int, end: int, *, batch_size: int, policy: RetryPolicy) -> int:
+async def sync_range(
+    syncer: Syncer,
+    start: int,
+    end: int,
+    *,
+    batch_size: int,
+    policy: RetryPolicy,
+    concurrency: int = 4,
+    batch_txs: int = 5000,
+) -> int:
     """Sync exactly ``start..end`` once; return the number of blocks added.
 
     Heights already stored are checked against the source, not written again.
@@ -52,35 +63,35 @@ async def sync_range(syncer: Syncer, start: int, end: int, *, batch_size: int, p
 
     stored, new = syncer.plan_range(start, end, await syncer.store.stored_bounds())
     added = 0
+
+    def committed(done: Committed, seconds: float) -> None:
+        nonlocal added
+        added += done.blocks
+        _log_batch(done, seconds)
+
+    backfill = Backfill(
+        syncer, policy=policy, concurrency=concurrency, max_blocks=batch_size,
+        target_txs=batch_txs, on_commit=committed, on_retry=on_retry,
+    )
+
+    async def rest() -> None:
+        # After an error the outcome of the last COMMIT is unknown: ask the database
+        # where it stands instead of writing anything twice.
+        bounds = await syncer.store.stored_bounds()
+        first = new[0] if bounds is None else max(new[0], bounds[1] + 1)
+        if first <= new[1]:
+            tip = await syncer.source.latest_height()
+            await backfill.run(first, new[1], tip=tip)
+
     try:
         if stored is not None:
             await policy.call(lambda: syncer.verify_stored(*stored), on_retry=on_retry)
         if new is not None:
-            tip = await policy.call(syncer.source.latest_height, on_retry=on_retry)
-            for first, last in batches(new[0], new[1], batch_size):
-                done = await policy.call(
-                    lambda: _sync_rest(syncer, first, last, tip), on_retry=on_retry
-                )
-                _log_batch(done)
-                added += done.blocks
+            await policy.call(rest, on_retry=on_retry)
     except GnosyncError as exc:
         await _record_error(state, exc)
         raise
     return added
-
-
-async def _sync_rest(syncer: Syncer, first: int, last: int, tip: int) -> Committed:
-    """Sync what of ``first..last`` is not stored yet.
-
-    A retry after a lost connection cannot know whether the earlier COMMIT landed, so
-    it asks the database rather than writing the batch again.
-    """
-    bounds = await syncer.store.stored_bounds()
-    if bounds is not None and bounds[1] >= first:
-        first = bounds[1] + 1
-    if first > last:
-        return Committed(first, last, 0, 0, None)
-    return await syncer.sync_batch(first, last, tip=tip)
 
 
 def _log_batch(done: Committed, seconds: float | None = None) -> None:
@@ -112,9 +123,12 @@ class Follower:
         policy: RetryPolicy,
         start_height: int | None = None,
         stop_grace: float = 5.0,
+        concurrency: int = 4,
+        batch_txs: int = 5000,
         metrics: SyncMetrics | None = None,
         liveness: Liveness | None = None,
         progress: BackfillProgress | None = None,
+        watcher: TipWatcher | None = None,
     ):
         self.syncer = syncer
         self.batch_size = batch_size
@@ -122,9 +136,12 @@ class Follower:
         self.policy = policy
         self.start_height = start_height
         self.stop_grace = stop_grace
+        self.concurrency = concurrency
+        self.batch_txs = batch_txs
         self.metrics = metrics or SyncMetrics()
         self.liveness = liveness or Liveness.for_interval(interval)
         self.progress = progress or BackfillProgress()
+        self.watcher = watcher
         self.stopping = asyncio.Event()
         self._failing_since: float | None = None
         self._standby = False
@@ -138,6 +155,17 @@ class Follower:
             await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
         except asyncio.TimeoutError:
             pass
+
+    async def _idle(self) -> None:
+        """At the tip: wait for the next poll, a pushed new block, or a stop."""
+        if self.watcher is None:
+            await self._sleep(self.interval)
+            return
+        pushed = asyncio.ensure_future(self.watcher.wait(self.interval))
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({pushed, stop}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (pushed, stop):
+            waiter.cancel()
 
     async def next_height(self, tip: int) -> int | None:
         last = await self.syncer.store.state.get_last_synced_height()
@@ -192,15 +220,20 @@ class Follower:
             self._recovered()
             self.progress.close()
             return True
-        end = min(start + self.batch_size - 1, tip)
-        started = time.monotonic()
-        done = await self.syncer.sync_batch(start, end, tip=tip)
-        seconds = time.monotonic() - started
-        _log_batch(done, seconds)
-        self.metrics.batch_committed(done.blocks, done.transactions, seconds, done.end, done.last_time)
-        self.progress.update(done.end, tip)
-        self._recovered()
-        return end >= tip
+
+        def committed(done: Committed, seconds: float) -> None:
+            _log_batch(done, seconds)
+            self.metrics.batch_committed(done.blocks, done.transactions, seconds, done.end, done.last_time)
+            self.progress.update(done.end, tip)
+            self._recovered()
+
+        backfill = Backfill(
+            self.syncer, policy=self.policy, concurrency=self.concurrency,
+            max_blocks=self.batch_size, target_txs=self.batch_txs,
+            on_commit=committed, on_retry=self._on_retry, sleep=self._backoff,
+            stopping=self.stopping,
+        )
+        return await backfill.run(start, tip, tip=tip) >= tip
 
     def _recovered(self) -> None:
         if self._failing_since is not None:
@@ -237,6 +270,8 @@ class Follower:
         """
         log.info("sync started", interval=self.interval, batch_size=self.batch_size)
         heartbeat = asyncio.create_task(self._heartbeat())
+        if self.watcher is not None:
+            self.watcher.start()
         try:
             while not self.stopping.is_set():
                 turn = asyncio.ensure_future(
@@ -256,7 +291,7 @@ class Follower:
                 except _Stopped:
                     break
                 if at_tip:
-                    await self._sleep(self.interval)
+                    await self._idle()
                     self.liveness.beat()
         except GnosyncError as exc:
             self.metrics.error(exc)
@@ -265,6 +300,8 @@ class Follower:
             raise
         finally:
             heartbeat.cancel()
+            if self.watcher is not None:
+                await self.watcher.stop()
             self.progress.close()
         await self._mark_stopped()
         log.info("sync stopped")

@@ -98,21 +98,31 @@ class Syncer:
         endpoint = self.source.endpoint_for(end)
         batch = await fetch_batch(endpoint, start, end)
         previous = await self.store.block_ref(start - 1) if start > 0 else None
+        return await self.commit(endpoint, batch, previous, tip=tip)
+
+    async def commit(
+        self, endpoint: Endpoint, batch: Batch, previous: BlockRef | None, *, tip: int | None
+    ) -> Committed:
+        """The ordered stage: validate ``batch`` against ``previous``, then commit it.
+
+        ``previous`` is the block at ``batch.start - 1`` as stored (or as just committed
+        by the caller). A batch that fails validation penalizes its endpoint; one that
+        does not link to the stored chain is checked for a chain change.
+        """
         try:
             validate_batch(batch, previous, self.chain_id)
         except BatchInvalid as exc:
             endpoint.penalize(exc)
-            if previous is not None and exc.height == start and exc.check == "last_block_hash":
+            if previous is not None and exc.height == batch.start and exc.check == "last_block_hash":
                 await self._check_stored_block(endpoint, previous)
             raise
-        await self.source.confirm(endpoint, end, batch.blocks[-1].hash)
+        last = batch.blocks[-1]
+        await self.source.confirm(endpoint, batch.end, last.hash)
         chain_id = self.chain_id or batch.blocks[0].chain_id
-        status = "synced" if tip is not None and end >= tip else "syncing"
+        status = "synced" if tip is not None and batch.end >= tip else "syncing"
         await self.store.commit_batch(batch, chain_id=chain_id, status=status)
         self.chain_id = chain_id
-        return Committed(
-            start, end, len(batch.blocks), len(batch.transactions), batch.blocks[-1].time
-        )
+        return Committed(batch.start, batch.end, len(batch.blocks), len(batch.transactions), last.time)
 
     async def _check_stored_block(self, endpoint: Endpoint, stored: BlockRef) -> None:
         """A batch that does not link to the stored chain: is the source on another one?"""

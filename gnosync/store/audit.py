@@ -1,0 +1,158 @@
+"""The read side of ``gnosync verify``: set-based checks of the stored chain.
+
+Each method is one SQL statement over a height range (window functions and grouped
+joins, no per-row round trips) and returns the offending rows only, at most ``limit``
+of them. All run on one connection in one read-only REPEATABLE READ transaction (see
+:meth:`gnosync.store.Store.auditing`), so they see one consistent snapshot even while
+``gnosync run`` commits elsewhere. Turning the rows into a report is
+:mod:`gnosync.sync.verify`'s job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+import asyncpg
+
+from gnosync.store import sql
+
+# The largest and smallest heights a range can name.
+MIN_HEIGHT = -(2**63)
+MAX_HEIGHT = 2**63 - 1
+
+Errors = Callable[[str], AbstractAsyncContextManager[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditBounds:
+    """The stored range and the component's app_state row (``has_state`` False: none)."""
+
+    min_height: int | None
+    max_height: int | None
+    min_tx_height: int | None
+    max_tx_height: int | None
+    has_state: bool
+    last_block_h: int | None
+    last_block_hash: str | None
+    chain_id: str | None
+    hash_at_last: str | None  # the stored hash at last_block_h
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCounts:
+    blocks: int
+    low: int | None
+    high: int | None
+    transactions: int
+    checkpoints: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointAudit:
+    """A stored checkpoint beside what the rows below it say it should be."""
+
+    height: int
+    block_hash: str
+    last_tx_hash: str | None
+    checksum: str
+    blocks: int
+    transactions: int
+    prev_height: int | None
+    prev_checksum: str | None
+    stored_block_hash: str | None
+    expected: str  # chained from the stored previous checksum
+    counted_blocks: int
+    counted_transactions: int
+    counted_last_tx_hash: str | None
+    first_height: int | None  # the lowest stored height of its segment
+
+
+class AuditReader:
+    """The audit statements, bound to one snapshot of one schema."""
+
+    def __init__(self, conn: asyncpg.Connection, statements: sql.Statements, component: str, errors: Errors):
+        self._conn = conn
+        self._sql = statements
+        self._component = component
+        self._errors = errors
+
+    async def _fetch(self, what: str, query: str, *args: object) -> list[asyncpg.Record]:
+        async with self._errors(what):
+            return await self._conn.fetch(query, *args)
+
+    async def bounds(self) -> AuditBounds:
+        rows = await self._fetch("reading the stored range", self._sql.audit_bounds, self._component)
+        return AuditBounds(**dict(rows[0]))
+
+    async def counts(self, start: int, end: int) -> AuditCounts:
+        rows = await self._fetch(f"counting heights {start}..{end}", self._sql.audit_counts, start, end)
+        return AuditCounts(**dict(rows[0]))
+
+    async def gaps(self, start: int, end: int, limit: int) -> list[tuple[int, int]]:
+        """Runs (first, last) of missing heights between the stored ones in ``start..end``."""
+        rows = await self._fetch(
+            f"looking for missing heights in {start}..{end}", self._sql.audit_gaps, start, end, limit
+        )
+        return [(row["first"], row["last"]) for row in rows]
+
+    async def duplicate_hashes(self, start: int, end: int, limit: int) -> list[tuple[str, str, list[int]]]:
+        """(``block`` or ``transaction``, hash, heights) for hashes stored more than once.
+
+        The unique indexes on ``hash`` make this impossible; a table whose index is there
+        and valid is not scanned, one whose index was dropped or is invalid is.
+        """
+        what = f"looking for duplicate hashes in {start}..{end}"
+        guarded = {
+            row["table_name"]
+            for row in await self._fetch(what, self._sql.unique_hash_tables, self._sql.schema)
+        }
+        rows: list[asyncpg.Record] = []
+        if sql.BLOCKS_TABLE not in guarded:
+            rows += await self._fetch(what, self._sql.audit_duplicate_block_hashes, start, end, limit)
+        if sql.TRANSACTIONS_TABLE not in guarded:
+            rows += await self._fetch(
+                what, self._sql.audit_duplicate_transaction_hashes, start, end, limit
+            )
+        return [(row["what"], row["hash"], list(row["heights"])) for row in rows]
+
+    async def links(self, start: int, end: int, chain_id: str | None, limit: int) -> list[asyncpg.Record]:
+        """Blocks that break a link, total_txs or chain id rule against the block below."""
+        return await self._fetch(
+            f"checking the links of {start}..{end}", self._sql.audit_links, start, end, chain_id, limit
+        )
+
+    async def transactions(
+        self, start: int, end: int, tx_start: int, tx_end: int, limit: int
+    ) -> list[asyncpg.Record]:
+        """Heights whose stored transactions disagree with their block, or have none."""
+        return await self._fetch(
+            f"checking the transactions of {start}..{end}",
+            self._sql.audit_transactions, start, end, tx_start, tx_end, limit,
+        )
+
+    async def checkpoints(self, start: int, end: int) -> list[CheckpointAudit]:
+        rows = await self._fetch(
+            f"recomputing the checkpoints in {start}..{end}", self._sql.audit_checkpoints, start, end
+        )
+        return [CheckpointAudit(**dict(row)) for row in rows]
+
+    async def segment(self, low: int, high: int) -> tuple[list[tuple[int, str]], list[tuple[int, int, str]]]:
+        """The block and transaction hashes of the heights ``low < h <= high``."""
+        what = f"reading the hashes of {low + 1}..{high}"
+        blocks = await self._fetch(what, self._sql.segment_blocks, low, high)
+        txs = await self._fetch(what, self._sql.segment_transactions, low, high)
+        return [tuple(row) for row in blocks], [tuple(row) for row in txs]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockLink:
+    """What a stored block says about the block below it."""
+
+    height: int
+    hash: str
+    last_block_hash: str
+    total_txs: int
+    num_txs: int
+    chain_id: str
