@@ -9,8 +9,15 @@ there carry one to four transactions, and dense stretches (``dense_length`` bloc
 ``dense_every`` heights, starting at ``dense_start``) carry 5-30 each. Transactions are
 bank sends, realm calls, package deployments and ``run`` scripts, some with several
 messages, some with a memo, a few failed. With ``txs_files`` the real gnoland1 exports
-(amino JSON lines) replace the generated transactions of the initial chain, placed in
-order at heights proportional to their timestamps.
+(amino JSON lines) replace the generated transactions of heights ``1..txs_span``
+(default: the initial chain), placed in order at heights proportional to their
+timestamps.
+
+Profiles (``ChainConfig(profile=...)``) set the shape for benchmarks: ``sparse`` is
+gnoland1's density (about 2,800 transactions over 3.4 million blocks, in bursts), with
+the real exports when they can be found (:func:`gnoland1_exports`); ``dense`` puts
+about 20 transactions on every block, drawn from a pool of pre-made ones
+(``tx_templates``) so that a million of them are cheap to make.
 
 tx-indexer quirks reproduced on purpose (gnosync has to cope with them):
 
@@ -36,24 +43,31 @@ the hashes of its transactions.
 The chain scales to millions of blocks: construction only places transactions (a list
 of the heights that carry any); block hashes are computed on first use and kept as 32
 bytes per height; transactions are generated on demand from a per-height seed and kept
-in a bounded cache.
+in a bounded cache. Whoever serves the chain may keep encoded answers in
+:attr:`Chain.fragments` (see :mod:`gnosync.devnet.fragments`); ``prepare(encode=True)``
+fills it ahead of the first request.
+
+Listeners (:meth:`Chain.add_listener`) hear of every new block after it is stored; the
+server pushes new blocks to its websocket subscribers that way.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import bisect
 import dataclasses
 import hashlib
 import math
+import os
 import random
 import re
 import struct
 import threading
 import time as _time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,10 +76,13 @@ import orjson
 
 __all__ = [
     "DEFAULT_START_TIME",
+    "GNOLAND1_HEIGHT",
+    "PROFILES",
     "Chain",
     "ChainConfig",
     "bech32_address",
     "format_time_ns",
+    "gnoland1_exports",
     "parse_time_ns",
 ]
 
@@ -78,8 +95,60 @@ UGNOT = "ugnot"
 
 _MASK64 = (1 << 64) - 1
 _NS = 1_000_000_000
-_TX_CACHE_HEIGHTS = 4096  # heights whose materialised transactions stay cached
+_TX_CACHE_TXS = 40_000  # materialised transactions kept (whole heights, oldest out first)
 _HEADER = struct.Struct(">QIQ")  # height, num_txs, total_txs
+_TX_AT = struct.Struct(">QI")  # height, index
+
+
+# The gnoland1 betanet's height when its last export was taken; the sparse profile
+# spreads the exports over this many blocks, as the real chain did.
+GNOLAND1_HEIGHT = 3_427_614
+GNOLAND1_EXPORTS_ENV = "GNOSYNC_GNOLAND1_EXPORTS"
+
+
+def gnoland1_exports() -> list[Path]:
+    """The gnoland1 transaction exports (``*.jsonl``) if they can be found, else ``[]``.
+
+    Looked for in the directory ``$GNOSYNC_GNOLAND1_EXPORTS`` names, then in
+    ``shared/data/gnoland1`` beside the source checkout gnosync runs from.
+    """
+    candidates: list[Path] = []
+    configured = os.environ.get(GNOLAND1_EXPORTS_ENV)
+    if configured:
+        candidates.append(Path(configured))
+    checkout = Path(__file__).resolve().parents[2]
+    candidates.append(checkout.parent / "shared" / "data" / "gnoland1")
+    for directory in candidates:
+        files = sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
+        if files:
+            return files
+    return []
+
+
+# A profile's values replace the fields a config leaves at their defaults.
+PROFILES: dict[str, dict[str, Any]] = {
+    # gnoland1: 2,795 transactions over 3.4 million blocks, in bursts. With the exports
+    # they are placed by timestamp over GNOLAND1_HEIGHT blocks (a chain of 1,000,000
+    # blocks carries about 2,600 of them); without, generated ones at a similar rate.
+    "sparse": {
+        "tx_rate": 0.0004,
+        "dense_start": 50_000,
+        "dense_every": 500_000,
+        "dense_length": 20,
+        "dense_txs": (2, 10),
+        "read_ahead": 2,
+    },
+    # About 20 transactions on every block: sends, calls with events, a few package
+    # deployments and run scripts, drawn from 4,096 pre-made ones.
+    "dense": {
+        "dense_start": 1,
+        "dense_every": 10**15,
+        "dense_length": 10**15,
+        "dense_txs": (10, 30),
+        "tx_templates": 4096,
+        "read_ahead": 2,
+    },
+}
 
 
 @dataclass
@@ -91,7 +160,16 @@ class ChainConfig:
     ``block_time`` (seconds) makes a served chain grow by one block at that interval.
     ``txs_files`` are amino-JSON transaction exports (one transaction a line, like
     ``/work/shared/data/gnoland1/*.jsonl``) that replace the generated transactions of
-    heights ``1..blocks``.
+    heights ``1..txs_span`` (default: ``1..blocks``).
+
+    ``profile`` (``"sparse"`` or ``"dense"``, see :data:`PROFILES`) sets the fields left
+    at their defaults; ``sparse`` also takes the gnoland1 exports as ``txs_files`` when
+    none are given and :func:`gnoland1_exports` finds them. ``tx_templates`` > 0 makes
+    generated transactions copies of that many pre-made ones, each with its own
+    signature (so its own hash): much cheaper to make, for chains of millions of
+    transactions. ``answer_cache_mb`` bounds the encoded answers a server keeps and
+    ``read_ahead`` is how many chunks of them a background thread encodes ahead of a
+    client reading the chain in order (:mod:`gnosync.devnet.fragments`).
     """
 
     blocks: int = 1000
@@ -101,6 +179,7 @@ class ChainConfig:
     genesis_txs: int = 3
     block_time: float | None = None
     txs_files: list[str | Path] = field(default_factory=list)
+    txs_span: int | None = None
     start_time: datetime = DEFAULT_START_TIME
     # Sparse transactions: the chance that a block outside dense stretches has any.
     tx_rate: float = 0.004
@@ -112,8 +191,14 @@ class ChainConfig:
     dense_txs: tuple[int, int] = (5, 30)
     # Share of transactions that fail (success false, an error in the response).
     failure_rate: float = 0.03
+    tx_templates: int = 0
+    profile: str | None = None
+    answer_cache_mb: int = 1024
+    read_ahead: int = 0
 
     def __post_init__(self) -> None:
+        if self.profile is not None:
+            self._apply_profile()
         lowest = 0 if self.genesis else 1
         if self.blocks < lowest:
             raise ValueError(
@@ -139,7 +224,38 @@ class ChainConfig:
             raise ValueError("start_time must carry a time zone")
         if not self.chain_id:
             raise ValueError("chain_id must not be empty")
+        if self.tx_templates < 0:
+            raise ValueError(f"tx_templates must be >= 0, got {self.tx_templates}")
+        if self.answer_cache_mb < 0:
+            raise ValueError(f"answer_cache_mb must be >= 0, got {self.answer_cache_mb}")
+        if self.read_ahead < 0:
+            raise ValueError(f"read_ahead must be >= 0, got {self.read_ahead}")
         self.txs_files = [Path(path) for path in self.txs_files]
+        if self.txs_span is not None and self.txs_span < 1:
+            raise ValueError(f"txs_span must be >= 1, got {self.txs_span}")
+        if self.txs_files and self.txs_span is None:
+            # Fixed now, so that a reset or a grown chain places the files the same way.
+            self.txs_span = max(1, self.blocks)
+
+    def _apply_profile(self) -> None:
+        values = PROFILES.get(self.profile)  # type: ignore[arg-type]
+        if values is None:
+            raise ValueError(
+                f"unknown profile {self.profile!r}; known profiles: {', '.join(PROFILES)}"
+            )
+        defaults = {
+            f.name: f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+            for f in fields(ChainConfig)
+        }
+        for name, value in values.items():
+            if getattr(self, name) == defaults[name]:
+                setattr(self, name, value)
+        if self.profile == "sparse" and not self.txs_files:
+            exports = gnoland1_exports()
+            if exports:
+                self.txs_files = list(exports)
+                if self.txs_span is None:
+                    self.txs_span = GNOLAND1_HEIGHT
 
 
 # --------------------------------------------------------------------------- helpers
@@ -157,13 +273,23 @@ def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
+_DAYS: dict[int, str] = {}  # day number since the epoch -> "YYYY-MM-DDT"
+
+
 def format_time_ns(ns: int) -> str:
     """RFC 3339 with nanoseconds, trailing zeros trimmed, like Go's ``time.RFC3339Nano``."""
     seconds, fraction = divmod(ns, _NS)
-    text = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(seconds))
+    day, second = divmod(seconds, 86_400)
+    date = _DAYS.get(day)
+    if date is None:
+        if len(_DAYS) > 100_000:
+            _DAYS.clear()
+        date = _DAYS[day] = _time.strftime("%Y-%m-%dT", _time.gmtime(day * 86_400))
+    hour, second = divmod(second, 3600)
+    minute, second = divmod(second, 60)
     if fraction:
-        text += "." + f"{fraction:09d}".rstrip("0")
-    return text + "Z"
+        return f"{date}{hour:02d}:{minute:02d}:{second:02d}.{fraction:09d}".rstrip("0") + "Z"
+    return f"{date}{hour:02d}:{minute:02d}:{second:02d}Z"
 
 
 _RFC3339 = re.compile(
@@ -388,6 +514,65 @@ def _gno_source(rng: random.Random, name: str) -> str:
     return "\n".join(lines)
 
 
+_SIGNATURE_SLOT = "@@gnosync-devnet-signature@@"
+
+
+@dataclass(slots=True)
+class _Template:
+    """A pre-made transaction that others copy, each with a signature of its own.
+
+    Its content bytes are ``prefix + signature + suffix``; its views' parts that do not
+    depend on the signature are made once and shared by every copy.
+    """
+
+    msg: list[dict[str, Any]]
+    fee: dict[str, str]
+    memo: str
+    pub_key: Any
+    prefix: bytes
+    suffix: bytes
+    result: dict[str, Any]
+    block_fee: dict[str, Any]
+    gas_fee: dict[str, Any]
+    messages: list[dict[str, Any]]
+    response: dict[str, Any]
+    encoded: Any = None  # what gnosync.devnet.fragments keeps about it
+
+    @classmethod
+    def make(cls, amino: dict[str, Any], result: dict[str, Any]) -> _Template:
+        pub_key = (amino.get("signatures") or [{}])[0].get("pub_key")
+        shaped = dict(amino)
+        shaped["signatures"] = [{"pub_key": pub_key, "signature": _SIGNATURE_SLOT}]
+        prefix, suffix = orjson.dumps(shaped).split(_SIGNATURE_SLOT.encode())
+        fee = amino.get("fee") or {}
+        return cls(
+            msg=amino.get("msg") or [],
+            fee=fee,
+            memo=amino.get("memo") or "",
+            pub_key=pub_key,
+            prefix=prefix,
+            suffix=suffix,
+            result=result,
+            block_fee={
+                "gas_wanted": _int(fee.get("gas_wanted")),
+                "gas_fee": _coin(fee.get("gas_fee") or ""),
+            },
+            gas_fee=_coin(fee.get("gas_fee") or ""),
+            messages=[graphql_message(m) for m in amino.get("msg") or []],
+            response={
+                "log": result["log"],
+                "info": result["info"],
+                "error": result["error"],
+                "data": result["data"],
+                "events": result["events"],
+            },
+        )
+
+
+# A templated transaction, lightly: template, signature, content, digest, base64 hash.
+_Light = tuple[_Template, bytes, bytes, bytes, bytes]
+
+
 @dataclass(slots=True)
 class _Tx:
     """One transaction: its amino JSON, content bytes and (made-up) result."""
@@ -399,21 +584,36 @@ class _Tx:
     digest: bytes
     hash: str
     result: dict[str, Any]
+    template: _Template | None = None
+    _raw: str | None = None
     _block_view: dict[str, Any] | None = None
     _full_view: dict[str, Any] | None = None
+
+    @property
+    def content_raw(self) -> str:
+        """``Tx{<HEX>}``, as tm2's ``Tx.String()`` prints the content bytes."""
+        if self._raw is None:
+            self._raw = "Tx{" + self.content.hex().upper() + "}"
+        return self._raw
 
     def block_view(self) -> dict[str, Any]:
         """tx-indexer's ``BlockTransaction``."""
         if self._block_view is None:
-            fee = self.amino.get("fee") or {}
-            self._block_view = {
-                "hash": self.hash,
-                "fee": {
+            template = self.template
+            if template is not None:
+                fee_view, memo = template.block_fee, template.memo
+            else:
+                fee = self.amino.get("fee") or {}
+                fee_view = {
                     "gas_wanted": _int(fee.get("gas_wanted")),
                     "gas_fee": _coin(fee.get("gas_fee") or ""),
-                },
-                "memo": self.amino.get("memo") or "",
-                "content_raw": "Tx{" + self.content.hex().upper() + "}",
+                }
+                memo = self.amino.get("memo") or ""
+            self._block_view = {
+                "hash": self.hash,
+                "fee": fee_view,
+                "memo": memo,
+                "content_raw": self.content_raw,
             }
         return self._block_view
 
@@ -421,15 +621,28 @@ class _Tx:
         """tx-indexer's ``Transaction``."""
         if self._full_view is None:
             result = self.result
+            template = self.template
             if self.height == 0:
                 # Genesis transactions are stored JSON-encoded; tx-indexer's amino
                 # decode of them fails and it serves a zero std.Tx.
                 memo, gas_fee, messages = "", {"amount": 0, "denom": ""}, []
+            elif template is not None:
+                memo, gas_fee, messages = template.memo, template.gas_fee, template.messages
             else:
                 fee = self.amino.get("fee") or {}
                 memo = self.amino.get("memo") or ""
                 gas_fee = _coin(fee.get("gas_fee") or "")
                 messages = [graphql_message(m) for m in self.amino.get("msg") or []]
+            if template is not None:
+                response = template.response
+            else:
+                response = {
+                    "log": result["log"],
+                    "info": result["info"],
+                    "error": result["error"],
+                    "data": result["data"],
+                    "events": result["events"],
+                }
             self._full_view = {
                 "index": self.index,
                 "hash": self.hash,
@@ -438,16 +651,10 @@ class _Tx:
                 "gas_wanted": result["gas_wanted"],
                 "gas_used": result["gas_used"],
                 "gas_fee": gas_fee,
-                "content_raw": "Tx{" + self.content.hex().upper() + "}",
+                "content_raw": self.content_raw,
                 "memo": memo,
                 "messages": messages,
-                "response": {
-                    "log": result["log"],
-                    "info": result["info"],
-                    "error": result["error"],
-                    "data": result["data"],
-                    "events": result["events"],
-                },
+                "response": response,
             }
         return self._full_view
 
@@ -526,15 +733,21 @@ class Chain:
         self._tx_heights: list[int] = []
         self._tx_cum: list[int] = []
         self._tx_count: dict[int, int] = {}
+        # Exported transactions by height, over 1..file_span; file_heights lists those
+        # heights ascending, the first file_next of them already placed.
         self._file_pool: dict[int, list[dict[str, Any]]] = {}
+        self._file_heights: list[int] = []
+        self._file_next = 0
+        self._file_span = 0
         self._placed_upto = 0
         self._sparse_rng = random.Random(int.from_bytes(self._digest(b"sparse")[:16], "big"))
         self._next_sparse = 0
         if config.txs_files:
-            self._place_file_txs(_load_txs_files(config.txs_files), config.blocks)
-            self._placed_upto = config.blocks
-        self._next_sparse = self._placed_upto + 1 + self._sparse_gap()
+            self._file_span = config.txs_span or max(1, config.blocks)
+            self._pool_file_txs(_load_txs_files(config.txs_files), self._file_span)
+        self._next_sparse = self._file_span + 1 + self._sparse_gap()
         self._extend_placement(self._tip)
+        self._templates: list[_Template] | None = None
 
         # Block hashes of heights 1..hashed_upto, 32 bytes each.
         self._hashes = bytearray()
@@ -544,10 +757,20 @@ class Chain:
 
         # Transactions: a bounded cache of materialised heights, and the hash index.
         self._tx_cache: OrderedDict[int, list[_Tx]] = OrderedDict()
-        self._by_hash: dict[str, tuple[int, int]] = {}
+        self._tx_cached = 0  # transactions in _tx_cache
+        # base64 hash -> height << 32 | index (ints: a million of them stay cheap for
+        # the memory and the garbage collector)
+        self._by_hash: dict[str, int] = {}
+        # Templated transactions made while hashing, kept for the encoder that follows.
+        self._recent_lights: OrderedDict[int, list[_Light]] = OrderedDict()
+        self._recent_light_txs = 0
+        # Encoded answers (gnosync.devnet.fragments), made on first use; and whoever
+        # listens for new blocks (kept across resets).
+        self._fragments: Any = None
+        self._listeners: list[Callable[[int], None]] = []
         self._genesis: list[_Tx] = self._make_genesis() if config.genesis else []
         for tx in self._genesis:
-            self._by_hash[tx.hash] = (0, tx.index)
+            self._by_hash[tx.hash] = tx.index
 
     # ------------------------------------------------------------------ basics
 
@@ -588,6 +811,7 @@ class Chain:
                 fresh.append_block()
             state = dict(fresh.__dict__)
             del state["_lock"]
+            del state["_listeners"]
             self.__dict__.update(state)
 
     def __len__(self) -> int:
@@ -598,11 +822,47 @@ class Chain:
         return hashlib.sha256(data).digest()
 
     def append_block(self) -> int:
-        """Grow the chain by one block; return the new tip."""
+        """Grow the chain by one block; return the new tip.
+
+        Listeners hear of the block once it is stored (after the lock is released).
+        """
         with self._lock:
             self._extend_placement(self._tip + 1)
             self._tip += 1
-            return self._tip
+            tip = self._tip
+        for listener in tuple(self._listeners):
+            listener(tip)
+        return tip
+
+    def add_listener(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(tip)`` after each new block, in the thread that appended it.
+
+        It must return quickly and never raise (hand the work to another thread or
+        event loop). Listeners stay across :meth:`reset`.
+        """
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[int], None]) -> None:
+        """Stop calling ``listener`` (no error when it was not listening)."""
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    @property
+    def fragments(self) -> Any:
+        """The encoded answers kept for this chain (a
+        :class:`gnosync.devnet.fragments.Fragments`, made on first use; a reset starts
+        a new one)."""
+        fragments = self._fragments
+        if fragments is None:
+            with self._lock:
+                if self._fragments is None:
+                    from gnosync.devnet.fragments import Fragments
+
+                    self._fragments = Fragments(self)
+                fragments = self._fragments
+        return fragments
 
     def _check(self, height: int) -> None:
         if not self.lowest <= height <= self._tip:
@@ -637,11 +897,22 @@ class Chain:
         self._tx_heights.append(height)
 
     def _extend_placement(self, upto: int) -> None:
-        """Place generated transactions on heights ``placed_upto+1..upto``.
+        """Place transactions on heights ``placed_upto+1..upto``: the exported ones up
+        to ``file_span``, generated ones above.
 
         Placement proceeds strictly in height order and never looks at the tip, so a
         chain grown block by block is identical to one built at that height.
         """
+        if self._placed_upto < self._file_span:
+            top = min(upto, self._file_span)
+            heights, pool, index = self._file_heights, self._file_pool, self._file_next
+            while index < len(heights) and heights[index] <= top:
+                self._record_placement(heights[index], len(pool[heights[index]]))
+                index += 1
+            self._file_next = index
+            self._placed_upto = max(self._placed_upto, top)
+            if upto <= self._file_span:
+                return
         cursor = self._placed_upto + 1
         low, high = self.config.dense_txs
         while cursor <= upto:
@@ -660,8 +931,9 @@ class Chain:
             cursor = height + 1
         self._placed_upto = max(self._placed_upto, upto)
 
-    def _place_file_txs(self, entries: list[tuple[int, dict[str, Any]]], top: int) -> None:
-        """Spread the exported transactions over 1..top, in order, by timestamp."""
+    def _pool_file_txs(self, entries: list[tuple[int, dict[str, Any]]], top: int) -> None:
+        """Spread the exported transactions over 1..top, in order, by timestamp (they
+        are placed as the chain reaches their heights)."""
         if not entries or top < 1:
             return
         first, last = entries[0][0], entries[-1][0]
@@ -669,8 +941,7 @@ class Chain:
         for timestamp, tx in entries:
             height = 1 + (timestamp - first) * (top - 1) // span
             self._file_pool.setdefault(height, []).append(tx)
-        for height in sorted(self._file_pool):
-            self._record_placement(height, len(self._file_pool[height]))
+        self._file_heights = sorted(self._file_pool)
 
     def num_txs(self, height: int) -> int:
         """Transactions in block ``height`` (genesis: the genesis transactions)."""
@@ -710,16 +981,91 @@ class Chain:
             if cached is not None:
                 self._tx_cache.move_to_end(height)
                 return cached
-            rng = random.Random(int.from_bytes(self._digest(b"txs", height)[:16], "big"))
             pool = self._file_pool.get(height)
-            txs = []
-            for index in range(count):
-                amino = pool[index] if pool is not None else self._make_amino(rng)
-                txs.append(self._finish_tx(height, index, amino, rng))
-            self._tx_cache[height] = txs
-            while len(self._tx_cache) > _TX_CACHE_HEIGHTS:
-                self._tx_cache.popitem(last=False)
+            if pool is None and self.config.tx_templates:
+                txs = self._copy_templates(height, count)
+            else:
+                rng = random.Random(int.from_bytes(self._digest(b"txs", height)[:16], "big"))
+                txs = []
+                for index in range(count):
+                    amino = pool[index] if pool is not None else self._make_amino(rng)
+                    txs.append(self._finish_tx(height, index, amino, rng))
+            cache = self._tx_cache
+            cache[height] = txs
+            self._tx_cached += count
+            while self._tx_cached > _TX_CACHE_TXS and len(cache) > 1:
+                _, dropped = cache.popitem(last=False)
+                self._tx_cached -= len(dropped)
             return txs
+
+    def _template_list(self) -> list[_Template]:
+        """The pre-made transactions generated ones copy (``tx_templates`` of them)."""
+        templates = self._templates
+        if templates is None:
+            rng = random.Random(int.from_bytes(self._digest(b"templates")[:16], "big"))
+            templates = []
+            for _ in range(self.config.tx_templates):
+                amino = self._make_amino(rng)
+                templates.append(_Template.make(amino, self._make_result(amino, rng, genesis=False)))
+            self._templates = templates
+        return templates
+
+    def _templated(self, height: int) -> bool:
+        """Whether the transactions of ``height`` are copies of templates."""
+        return height > 0 and self.config.tx_templates > 0 and height not in self._file_pool
+
+    def _take_light_txs(self, height: int, count: int) -> list[_Light]:
+        """:meth:`_light_txs`, taken from those hashing just made when it did."""
+        lights = self._recent_lights.pop(height, None)
+        if lights is None:
+            return self._light_txs(height, count)
+        self._recent_light_txs -= len(lights)
+        return lights
+
+    def _light_txs(self, height: int, count: int) -> list[_Light]:
+        """The transactions of a templated height, lightly: (template, signature,
+        content, digest, base64 hash), without building a transaction object."""
+        templates = self._template_list()
+        n_templates = len(templates)
+        key, key64 = self._key + b"signature", self._key64
+        sha256, sha512, b64 = hashlib.sha256, hashlib.sha512, binascii.b2a_base64
+        pack = _TX_AT.pack
+        base = height * 0x100000001B3
+        out = []
+        for index in range(count):
+            template = templates[_mix64(key64 ^ ((base + index) & _MASK64)) % n_templates]
+            signature = b64(sha512(key + pack(height, index)).digest(), newline=False)
+            content = template.prefix + signature + template.suffix
+            digest = sha256(content).digest()
+            out.append((template, signature, content, digest, b64(digest, newline=False)))
+        return out
+
+    def _copy_templates(self, height: int, count: int) -> list[_Tx]:
+        """The transactions of a height as copies of templates, each with a signature
+        of its own (so a hash of its own)."""
+        txs = []
+        for index, (template, signature, content, digest, tx_hash) in enumerate(
+            self._light_txs(height, count)
+        ):
+            amino = {
+                "msg": template.msg,
+                "fee": template.fee,
+                "signatures": [{"pub_key": template.pub_key, "signature": signature.decode()}],
+                "memo": template.memo,
+            }
+            txs.append(
+                _Tx(
+                    height=height,
+                    index=index,
+                    amino=amino,
+                    content=content,
+                    digest=digest,
+                    hash=tx_hash.decode(),
+                    result=template.result,
+                    template=template,
+                )
+            )
+        return txs
 
     def _finish_tx(self, height: int, index: int, amino: dict[str, Any], rng: random.Random) -> _Tx:
         content = orjson.dumps(amino)
@@ -1046,9 +1392,9 @@ class Chain:
         """The transaction with this (base64) hash, or None."""
         self._ensure_hashed(self._tip)
         where = self._by_hash.get(tx_hash)
-        if where is None or where[0] > self._tip:
+        if where is None or where >> 32 > self._tip:
             return None
-        return self._txs_at(where[0])[where[1]].full_view()
+        return self._txs_at(where >> 32)[where & 0xFFFFFFFF].full_view()
 
     # ------------------------------------------------------------------ blocks
 
@@ -1076,10 +1422,26 @@ class Chain:
     def _data_hash(self, height: int) -> bytes:
         digest = self._data_hashes.get(height)
         if digest is None:
-            digest = hashlib.sha256(b"".join(tx.digest for tx in self._txs_at(height))).digest()
+            by_hash = self._by_hash
+            at = height << 32
+            if height not in self._tx_cache and self._templated(height):
+                # Only digests and hashes are needed: skip the transaction objects, and
+                # keep the light ones a while for the encoder (gnosync.devnet.fragments).
+                lights = self._light_txs(height, self._tx_count.get(height, 0))
+                digest = hashlib.sha256(b"".join([light[3] for light in lights])).digest()
+                for index, light in enumerate(lights):
+                    by_hash.setdefault(light[4].decode(), at | index)
+                recent = self._recent_lights
+                recent[height] = lights
+                self._recent_light_txs += len(lights)
+                while self._recent_light_txs > _TX_CACHE_TXS and len(recent) > 1:
+                    self._recent_light_txs -= len(recent.popitem(last=False)[1])
+            else:
+                txs = self._txs_at(height)
+                digest = hashlib.sha256(b"".join(tx.digest for tx in txs)).digest()
+                for tx in txs:
+                    by_hash.setdefault(tx.hash, at | tx.index)
             self._data_hashes[height] = digest
-            for tx in self._txs_at(height):
-                self._by_hash.setdefault(tx.hash, (height, tx.index))
         return digest
 
     def _ensure_hashed(self, upto: int) -> None:
@@ -1110,14 +1472,23 @@ class Chain:
                 height += 1
             self._hashed_upto = upto
 
-    def prepare(self, upto: int | None = None, *, step: int = 100_000) -> None:
+    def prepare(
+        self, upto: int | None = None, *, step: int = 100_000, encode: bool = False
+    ) -> None:
         """Compute block hashes up to ``upto`` (default: the tip) ahead of first use.
 
         Hashes are otherwise computed on the first request that needs them, which for a
         chain of millions of blocks takes a few seconds. Works in steps so that readers
         of lower heights are not held up.
+
+        With ``encode`` it also encodes the answers to gnosync's queries of heights up
+        to ``upto``, from the lowest height, as far as the answer cache holds them
+        (:meth:`gnosync.devnet.fragments.Fragments.prepare`); serving them is then
+        copying bytes.
         """
         upto = self._tip if upto is None else min(upto, self._tip)
+        if encode:
+            self.fragments.prepare(upto)
         while self._hashed_upto < upto:
             self._ensure_hashed(min(upto, self._hashed_upto + step))
 
@@ -1132,7 +1503,9 @@ class Chain:
     def _app_hash(self, height: int) -> str:
         # The app state changes only in blocks with transactions.
         index = bisect.bisect_left(self._tx_heights, height)
-        state = self._tx_heights[index - 1] if index else 0
+        return self._app_hash_of(self._tx_heights[index - 1] if index else 0)
+
+    def _app_hash_of(self, state: int) -> str:
         cached = self._app_hash_cache.get(state)
         if cached is None:
             cached = _b64(self._digest(b"app", state))
@@ -1185,7 +1558,13 @@ class Chain:
         if end < start:
             return
         self._ensure_hashed(end)
-        heights = range(end, start - 1, -1) if descending else range(start, end + 1)
+        if descending:
+            for height in range(end, start - 1, -1):
+                yield from self._iter_ascending(height, height)
+            return
+        yield from self._iter_ascending(start, end)
+
+    def _iter_ascending(self, start: int, end: int) -> Iterator[dict[str, Any]]:
         hashes = self._hashes
         b64encode = base64.b64encode
         sha256 = hashlib.sha256
@@ -1195,22 +1574,35 @@ class Chain:
         consensus_hash = self._consensus_hash
         validators = self.validators
         n_validators = len(validators)
-        key = self._key
+        commit_key = self._key + b"commit"
+        results_key = self._key + b"results"
         time_ns = self._time_ns
-        for height in heights:
+        tx_heights, tx_cum = self._tx_heights, self._tx_cum
+        n_tx_heights = len(tx_heights)
+        # tx_heights[:after] are the tx heights <= the current height.
+        after = bisect.bisect_right(tx_heights, start)
+        app_state = -1
+        app_hash = ""
+        for height in range(start, end + 1):
             if height == 0:
                 yield self._genesis_block()
                 continue
+            while after < n_tx_heights and tx_heights[after] <= height:
+                after += 1
+            total = tx_cum[after - 1] if after else 0
+            # The app state changes only in blocks with transactions: it is that of
+            # the last tx height below this one.
+            below = after - 1 if after and tx_heights[after - 1] == height else after
+            state = tx_heights[below - 1] if below else 0
+            if state != app_state:
+                app_state, app_hash = state, self._app_hash_of(state)
             offset = (height - 1) * 32
-            digest = hashes[offset : offset + 32]
             if height >= 2:
                 previous = hashes[offset - 32 : offset]
                 last_block_hash = b64encode(previous).decode()
-                last_commit_hash = b64encode(sha256(key + b"commit" + previous).digest()).decode()
+                last_commit_hash = b64encode(sha256(commit_key + previous).digest()).decode()
                 if counts.get(height - 1):
-                    last_results_hash = b64encode(
-                        sha256(key + b"results" + previous).digest()
-                    ).decode()
+                    last_results_hash = b64encode(sha256(results_key + previous).digest()).decode()
                 else:
                     last_results_hash = ""
             else:
@@ -1221,21 +1613,22 @@ class Chain:
             else:
                 txs = []
             yield {
-                "hash": b64encode(digest).decode(),
+                "hash": b64encode(hashes[offset : offset + 32]).decode(),
                 "height": height,
                 "version": VERSION,
                 "chain_id": chain_id,
                 "time": format_time_ns(time_ns(height)),
                 "num_txs": count,
-                "total_txs": self.total_txs(height),
+                "total_txs": total,
                 "app_version": APP_VERSION,
                 "last_block_hash": last_block_hash,
                 "last_commit_hash": last_commit_hash,
                 "validators_hash": validators_hash,
                 "next_validators_hash": validators_hash,
                 "consensus_hash": consensus_hash,
-                "app_hash": self._app_hash(height),
+                "app_hash": app_hash,
                 "last_results_hash": last_results_hash,
                 "proposer_address_raw": validators[height % n_validators],
                 "txs": txs,
             }
+

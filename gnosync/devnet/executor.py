@@ -18,6 +18,14 @@ value's ``__typename``), ``@skip``/``@include``, variables and inline arguments.
 Introspection queries (``__schema``, ``__type``) go to graphql-core's executor, which
 handles them without touching chain data.
 
+gnosync's own queries skip even the projector: :mod:`gnosync.devnet.fragments` answers
+them from JSON encoded once per height (the fast path), with the same answers after
+JSON parsing. ``Executor(chain, fast_path=False)`` turns that off.
+
+Subscriptions (``subscription { getBlocks(where: ...) {...} }``) are prepared here
+(:meth:`Executor.subscription`) and served over websockets by
+:mod:`gnosync.devnet.subscriptions`.
+
 HTTP statuses and error shapes follow gqlgen: a document that does not parse or
 validate, or variables that do not coerce, get HTTP 422 with ``data: null``; resolver
 errors (the element cap) come back with HTTP 200 beside the data they cut short.
@@ -72,9 +80,10 @@ from graphql import (
 from graphql.type.definition import GraphQLInputType, GraphQLOutputType
 
 from gnosync.devnet.chain import Chain, parse_time_ns
-from gnosync.devnet.filters import U64_MAX, compile_filter, only_ranges, range_bounds
+from gnosync.devnet.filters import U64_MAX, Matcher, compile_filter, only_ranges, range_bounds
+from gnosync.devnet.fragments import Plan, plan_for
 
-__all__ = ["DEFAULT_MAX_ELEMENTS", "Executor", "devnet_schema", "schema_sdl"]
+__all__ = ["DEFAULT_MAX_ELEMENTS", "Executor", "Subscription", "devnet_schema", "schema_sdl"]
 
 DEFAULT_MAX_ELEMENTS = 10_000
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -484,8 +493,11 @@ class _Compiler:
 # ------------------------------------------------------------------------ executor
 
 
+_UNPLANNED: Any = object()
+
+
 class _Document:
-    __slots__ = ("document", "errors", "fragments", "operations", "status")
+    __slots__ = ("document", "errors", "fragments", "operations", "plan", "status")
 
     def __init__(
         self, document: DocumentNode | None, errors: list[dict[str, Any]], status: int = 422
@@ -495,12 +507,31 @@ class _Document:
         self.status = status
         self.fragments: dict[str, FragmentDefinitionNode] = {}
         self.operations: list[OperationDefinitionNode] = []
+        self.plan: Plan | None = _UNPLANNED  # the fast path's plan, found on first use
         if document is not None:
             for definition in document.definitions:
                 if isinstance(definition, FragmentDefinitionNode):
                     self.fragments[definition.name.value] = definition
                 elif isinstance(definition, OperationDefinitionNode):
                     self.operations.append(definition)
+
+
+class Subscription:
+    """A prepared ``getBlocks`` subscription: which blocks it wants and their shape."""
+
+    __slots__ = ("key", "match", "projector")
+
+    def __init__(self, key: str, match: Matcher, projector: Projector):
+        self.key = key
+        self.match = match
+        self.projector = projector
+
+    def payload(self, block: dict[str, Any]) -> bytes | None:
+        """The response payload (``{"data": {...}}``) pushing ``block``, encoded; None
+        when the subscription's ``where`` does not match it."""
+        if not self.match(block):
+            return None
+        return orjson.dumps({"data": {self.key: self.projector(block)}})
 
 
 class Executor:
@@ -512,12 +543,14 @@ class Executor:
         *,
         max_elements: int = DEFAULT_MAX_ELEMENTS,
         schema: GraphQLSchema | None = None,
+        fast_path: bool = True,
     ):
         if max_elements < 1:
             raise ValueError(f"max_elements must be >= 1, got {max_elements}")
         self.chain = chain
         self.max_elements = max_elements
         self.schema = schema or devnet_schema()
+        self.fast_path = fast_path
         self._documents: OrderedDict[str, _Document] = OrderedDict()
         self._documents_lock = threading.Lock()
 
@@ -563,6 +596,10 @@ class Executor:
         The whole request runs under the chain's lock, so it sees one consistent chain
         even while another thread grows or resets it.
         """
+        if amend is None and self.fast_path:
+            body = self._fast(query, variables, operation_name)
+            if body is not None:
+                return 200, body
         try:
             with self.chain.lock:
                 data, errors = self._run(query, variables, operation_name, amend)
@@ -573,6 +610,91 @@ class Executor:
             body["errors"] = errors
         body["data"] = data
         return 200, orjson.dumps(body)
+
+    def plan(self, query: Any) -> Plan | None:
+        """The fast path's plan for ``query`` (None: the general executor answers it)."""
+        if not isinstance(query, str):
+            return None
+        prepared = self.document(query)
+        plan = prepared.plan
+        if plan is _UNPLANNED:
+            plan = None
+            if not prepared.errors and len(prepared.operations) == 1:
+                plan = plan_for(prepared.operations[0], prepared.fragments)
+            prepared.plan = plan
+        return plan
+
+    def _fast(self, query: Any, variables: Any, operation_name: Any) -> bytes | None:
+        """The body of a request the fast path answers, or None."""
+        plan = self.plan(query)
+        if plan is None:
+            return None
+        if operation_name is not None and operation_name != plan.operation_name:
+            return None
+        if variables is None:
+            variables = {}
+        elif not isinstance(variables, dict):
+            return None
+        bounds = plan.bounds(variables)
+        if bounds is None:
+            return None
+        with self.chain.lock:
+            return self.chain.fragments.answer(plan, bounds, self.max_elements)
+
+    def subscription(
+        self, query: Any, variables: Any = None, operation_name: Any = None
+    ) -> Subscription | None:
+        """The subscription a websocket ``subscribe``/``start`` message asks for; None
+        when its operation is a query (answer it with :meth:`execute`).
+
+        Raises :class:`RequestError` for a document that does not parse or validate, or
+        variables that do not coerce.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise RequestError([_error("no operation provided", "GRAPHQL_VALIDATION_FAILED")])
+        if variables is None:
+            variables = {}
+        if not isinstance(variables, dict):
+            raise RequestError([_error("variables must be a JSON object")], status=400)
+        if operation_name is not None and not isinstance(operation_name, str):
+            raise RequestError([_error("operationName must be a string")], status=400)
+        prepared = self.document(query)
+        if prepared.errors:
+            raise RequestError(prepared.errors, prepared.status)
+        operation = self._operation(prepared, operation_name)
+        if operation.operation == OperationType.QUERY:
+            return None
+        coerced = self._variables(operation, variables)
+        subscription_type = self.schema.subscription_type
+        if operation.operation != OperationType.SUBSCRIPTION or subscription_type is None:
+            raise RequestError(
+                [
+                    _error(
+                        f"{operation.operation.value} operations are not served",
+                        "GRAPHQL_VALIDATION_FAILED",
+                        [operation],
+                    )
+                ]
+            )
+        compiler = _Compiler(self.schema, prepared.fragments, coerced)
+        fields = compiler.collect(subscription_type, operation.selection_set)
+        if len(fields) != 1:
+            raise RequestError(
+                [_error("a subscription selects exactly one field", "GRAPHQL_VALIDATION_FAILED")]
+            )
+        (key, nodes), = fields.items()
+        node = nodes[0]
+        name = node.name.value
+        if name != "getBlocks":  # validated against the schema: nothing else exists
+            raise RequestError([_error(f"subscription {name} is not served", None, [node])])
+        field = subscription_type.fields[name]
+        args = self._arguments(field, node, coerced)
+        projector = compiler.value_projector(
+            field.type, [n.selection_set for n in nodes if n.selection_set is not None]
+        )
+        assert projector is not None
+        match = compile_filter(self.schema, "FilterBlock", args.get("where") or {})
+        return Subscription(key, match, projector)
 
     def root_fields(self, query: Any, operation_name: Any = None) -> frozenset[str]:
         """The root fields a request asks for (empty when it would not run).

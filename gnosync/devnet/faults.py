@@ -21,9 +21,12 @@ Kinds:
 * Heights: ``latest_lag`` (``latestBlockHeight`` reports the tip minus that many
   blocks, on every answer) and ``latest_backwards`` (a height lower than one already
   reported: up to 50 blocks below the highest so far).
+* Subscriptions: ``drop_subscriptions`` (a probability per block pushed to a websocket
+  subscriber: instead of the block, the connection is cut, no close frame).
 
 ``ops`` limits faults to requests for some of ``latestBlockHeight``, ``getBlocks`` and
-``getTransactions``; the server's ``/control/*`` routes are never faulted.
+``getTransactions`` (``drop_subscriptions`` applies to every subscription whatever
+``ops`` says); the server's ``/control/*`` routes are never faulted.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ __all__ = [
     "HEIGHT_KINDS",
     "KINDS",
     "OPS",
+    "SUBSCRIPTION_KINDS",
     "TRANSPORT_KINDS",
     "FaultInjector",
     "Faults",
@@ -61,8 +65,10 @@ TRANSPORT_KINDS: tuple[str, ...] = (
 )
 DATA_KINDS: tuple[str, ...] = ("broken_link", "missing_tx", "wrong_num_txs", "missing_block")
 HEIGHT_KINDS: tuple[str, ...] = ("latest_lag", "latest_backwards")
-KINDS: tuple[str, ...] = TRANSPORT_KINDS + DATA_KINDS + HEIGHT_KINDS
-RATES: tuple[str, ...] = TRANSPORT_KINDS + DATA_KINDS + ("latest_backwards",)
+SUBSCRIPTION_KINDS: tuple[str, ...] = ("drop_subscriptions",)
+KINDS: tuple[str, ...] = TRANSPORT_KINDS + DATA_KINDS + HEIGHT_KINDS + SUBSCRIPTION_KINDS
+QUERY_RATES: tuple[str, ...] = TRANSPORT_KINDS + DATA_KINDS + ("latest_backwards",)
+RATES: tuple[str, ...] = QUERY_RATES + SUBSCRIPTION_KINDS
 
 BACKWARDS_MAX = 50  # latest_backwards answers up to this many blocks below the highest
 _RECENT = 1000  # injected faults remembered in FaultInjector.recent
@@ -85,7 +91,8 @@ def _number(name: str, value: Any) -> float:
 
 @dataclass
 class Faults:
-    """How often the devnet misbehaves. Rates are probabilities per request (0..1).
+    """How often the devnet misbehaves. Rates are probabilities per request (0..1),
+    ``drop_subscriptions`` per block pushed to a subscriber.
 
     The transport kinds exclude each other (their rates must add up to at most 1);
     the data kinds and ``latest_backwards`` are drawn independently on answers they
@@ -112,6 +119,8 @@ class Faults:
     # heights
     latest_lag: int = 0
     latest_backwards: float = 0.0
+    # subscriptions
+    drop_subscriptions: float = 0.0
     # parameters
     retry_after: float = 1.0
     stall_seconds: float = 30.0
@@ -182,6 +191,11 @@ class Faults:
     def active(self) -> bool:
         """Whether any fault can happen."""
         return self.latest_lag > 0 or any(getattr(self, name) > 0 for name in RATES)
+
+    @property
+    def queries_active(self) -> bool:
+        """Whether any fault can happen to a GraphQL request over HTTP."""
+        return self.latest_lag > 0 or any(getattr(self, name) > 0 for name in QUERY_RATES)
 
     @property
     def transport_rate(self) -> float:
@@ -336,6 +350,18 @@ class FaultInjector:
 
     def _roll(self, rate: float) -> bool:
         return rate > 0 and self._rng_now().random() < rate
+
+    def drop_subscription(self) -> bool:
+        """Whether to cut a subscriber's connection instead of pushing it a block
+        (counted when so)."""
+        faults = self._faults
+        if faults.drop_subscriptions <= 0:
+            return False
+        with self._lock:
+            if self._roll(faults.drop_subscriptions):
+                self._record("drop_subscriptions")
+                return True
+        return False
 
     def _amend_height(self, faults: Faults, tip: int) -> int:
         height = tip

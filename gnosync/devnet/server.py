@@ -4,17 +4,19 @@ Routes (as tx-indexer serves them):
 
 * ``POST /graphql/query`` with ``{"query", "variables", "operationName"}``: the GraphQL
   endpoint. ``GET /graphql/query?query=...`` works too, as with gqlgen's GET transport.
+* ``GET /graphql/query`` with ``Upgrade: websocket``: subscriptions (``getBlocks``, new
+  blocks pushed as they are stored) over gqlgen's ``graphql-transport-ws`` and
+  ``graphql-ws`` protocols; see :mod:`gnosync.devnet.subscriptions`.
 * ``GET /graphql``: a short page pointing at the endpoint (tx-indexer has a playground
   there); ``GET /``: one line of text. Anything else is 404.
-
-Websocket subscriptions are not served.
 
 Control routes, for tests and chaos runs (JSON in and out, never faulted; a bad request
 gets HTTP 400 with ``{"error": "..."}``):
 
 * ``GET /control/faults``: the fault config (``faults``), ``counts`` of injected faults
   by kind, ``injected``, ``requests``, and the chain's ``chain_id``, ``seed``,
-  ``lowest``, ``tip``, plus ``up`` and ``outages``. Every control route answers this.
+  ``lowest``, ``tip``, plus ``up``, ``outages``, and the open websocket ``sessions``
+  and ``subscriptions``. Every control route answers this.
 * ``POST /control/faults`` ``{"http_503": 0.1, ...}``: merge fields into the config
   (see :class:`gnosync.devnet.faults.Faults`); an unknown field or bad value is a 400.
 * ``POST /control/faults/reset``: every rate back to 0 (``{"counts": true}`` zeroes
@@ -22,7 +24,7 @@ gets HTTP 400 with ``{"error": "..."}``):
 * ``POST /control/chain-reset`` ``{"chain_id": "...", "seed": N}`` (both optional):
   serve another chain at the same heights (:meth:`Chain.reset`).
 * ``POST /control/outage`` ``{"seconds": 2.5}``: answer, then refuse connections for
-  that long, then listen again on the same port.
+  that long (websockets are cut), then listen again on the same port.
 * ``POST /control/grow`` ``{"blocks": N}``: append N blocks.
 """
 
@@ -49,6 +51,7 @@ from gnosync.devnet.faults import (
     FaultInjector,
     Faults,
 )
+from gnosync.devnet.subscriptions import DEFAULT_KEEPALIVE, SubscriptionHub, is_websocket
 
 __all__ = ["DEFAULT_PORT", "DevnetServer", "running_devnet", "serve_forever"]
 
@@ -73,7 +76,8 @@ class DevnetServer:
     the GraphQL endpoint misbehave on demand; ``server.faults`` may be changed or
     replaced at any time, and ``server.injector.counts`` counts what was injected.
     ``go_down()``/``come_up()``/``outage(seconds)`` take the listening socket away and
-    bring it back on the same port.
+    bring it back on the same port. ``keepalive`` is the seconds between the legacy
+    websocket protocol's ``ka`` messages (tx-indexer's 10).
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class DevnetServer:
         *,
         block_time: float | None = None,
         faults: Faults | None = None,
+        keepalive: float = DEFAULT_KEEPALIVE,
     ):
         self.chain = chain
         self.host = host
@@ -92,6 +97,7 @@ class DevnetServer:
         self.block_time = chain.config.block_time if block_time is None else block_time
         self.executor = Executor(chain, max_elements=max_elements)
         self.injector = FaultInjector(faults)
+        self.hub = SubscriptionHub(chain, self.executor, self.injector, keepalive=keepalive)
         self.outages = 0
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -158,6 +164,7 @@ class DevnetServer:
         self._interrupt = asyncio.Event()
         address = runner.addresses[0]
         self.port = int(address[1])
+        self.hub.start()
         if self.block_time:
             self._grower = asyncio.get_running_loop().create_task(self._grow(self.block_time))
 
@@ -170,6 +177,7 @@ class DevnetServer:
         self._grower = self._outage = None
         self._interrupt.set()
         if self._runner is not None:
+            await self.hub.stop()
             await self._runner.cleanup()
             self._runner = None
         self._site = None
@@ -199,9 +207,11 @@ class DevnetServer:
         if self._site is None:
             return
         site, self._site = self._site, None
+        self.hub.cut_all()  # before stop(): it may wait for open connections
         await site.stop()
         self.outages += 1
         self._interrupt.set()
+        self.hub.cut_all()  # any that came in meanwhile
         for handler in self._runner.server.connections if self._runner.server else ():
             handler.force_close()
 
@@ -233,7 +243,7 @@ class DevnetServer:
         self, request: web.Request, query: Any, variables: Any, operation_name: Any
     ) -> web.StreamResponse:
         injector = self.injector
-        if not injector.faults.active:
+        if not injector.faults.queries_active:
             status, body = self.executor.execute(query, variables, operation_name)
             return web.Response(body=body, status=status, content_type=_JSON)
         operations = self.executor.root_fields(query, operation_name)
@@ -302,6 +312,8 @@ class DevnetServer:
         )
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
+        if is_websocket(request):
+            return await self.hub.handle(request)
         query = request.query.get("query")
         if query is None:
             return web.Response(
@@ -347,6 +359,8 @@ class DevnetServer:
             "tip": chain.tip,
             "up": self.up,
             "outages": self.outages,
+            "sessions": len(self.hub.sessions),
+            "subscriptions": self.hub.subscriptions,
         }
 
     async def _control_faults(self, request: web.Request) -> web.Response:

@@ -88,18 +88,6 @@ class Syncer:
         self.store = store
         self.chain_id = chain_id
 
-    async def sync_batch(self, start: int, end: int, *, tip: int | None = None) -> Committed:
-        """Fetch, validate and commit ``start..end``, heights not stored yet.
-
-        Commits nothing unless the whole batch validates against the stored block at
-        ``start - 1`` and the other endpoints agree on its last hash. ``tip`` decides the
-        status written with it (synced at the tip).
-        """
-        endpoint = self.source.endpoint_for(end)
-        batch = await fetch_batch(endpoint, start, end)
-        previous = await self.store.block_ref(start - 1) if start > 0 else None
-        return await self.commit(endpoint, batch, previous, tip=tip)
-
     async def commit(
         self, endpoint: Endpoint, batch: Batch, previous: BlockRef | None, *, tip: int | None
     ) -> Committed:
