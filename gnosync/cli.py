@@ -100,6 +100,13 @@ def _policy(settings: Settings, *, attempts: int | None) -> RetryPolicy:
     return RetryPolicy(initial=settings.retry_initial, maximum=settings.retry_max, attempts=attempts)
 
 
+async def _first_contact(settings: Settings, source: SourcePool) -> int:
+    """The source's height, retried a few times: a flaky first answer is not a reason to
+    exit, but a URL that is not a tx-indexer, or a source still down after the retries,
+    is (one clear line)."""
+    return await _policy(settings, attempts=settings.retry_attempts).call(source.check)
+
+
 class _Group(click.Group):
     """Turns usage errors into one line, like every other gnosync error."""
 
@@ -136,32 +143,48 @@ def run(**flags: Any) -> None:
     settings = _settings(**flags)
 
     async def main() -> None:
-        async with _source(settings) as source, _store(settings, migrate=True) as store:
-            await source.check()
-            state = await store.state.get_state()
-            metrics = SyncMetrics()
-            if state is not None and state.last_block_h is not None:
-                metrics.synced_to(state.last_block_h)
-            follower = Follower(
-                Syncer(source, store, chain_id=state.chain_id if state else None),
-                batch_size=settings.batch_size,
-                interval=settings.interval,
-                policy=_policy(settings, attempts=None),
-                start_height=settings.start_height,
-                concurrency=settings.fetch_concurrency,
-                batch_txs=settings.batch_txs,
-                metrics=metrics,
-                liveness=Liveness.for_interval(settings.interval),
-                watcher=TipWatcher(
-                    settings.sources, policy=_policy(settings, attempts=None),
-                    connect_timeout=settings.connect_timeout,
-                ) if settings.subscribe else None,
-            )
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, follower.stop)
-            async with _observe_server(settings, store, source, follower):
-                await follower.run()
+        loop = asyncio.get_running_loop()
+        startup = asyncio.current_task()
+        follower: Follower | None = None
+
+        def on_signal() -> None:
+            # During start-up (connecting, migrating, first contact) a stop ends it at
+            # once; once following, the batch in flight may commit first.
+            if follower is None:
+                startup.cancel()
+            else:
+                follower.stop()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal)
+        try:
+            async with _source(settings) as source, _store(settings, migrate=True) as store:
+                await _first_contact(settings, source)
+                state = await store.state.get_state()
+                metrics = SyncMetrics()
+                if state is not None and state.last_block_h is not None:
+                    metrics.synced_to(state.last_block_h)
+                follower = Follower(
+                    Syncer(source, store, chain_id=state.chain_id if state else None),
+                    batch_size=settings.batch_size,
+                    interval=settings.interval,
+                    policy=_policy(settings, attempts=None),
+                    start_height=settings.start_height,
+                    concurrency=settings.fetch_concurrency,
+                    batch_txs=settings.batch_txs,
+                    metrics=metrics,
+                    liveness=Liveness.for_interval(settings.interval),
+                    watcher=TipWatcher(
+                        settings.sources, policy=_policy(settings, attempts=None),
+                        connect_timeout=settings.connect_timeout,
+                    ) if settings.subscribe else None,
+                )
+                async with _observe_server(settings, store, source, follower):
+                    await follower.run()
+        except asyncio.CancelledError:
+            if follower is not None:
+                raise
+            click.echo("gnosync: stopped during start-up", err=True)
 
     _run(main())
 
@@ -222,7 +245,7 @@ def sync_command(start: int, end: int, **flags: Any) -> None:
 
     async def main() -> int:
         async with _source(settings) as source, _store(settings, migrate=True) as store:
-            tip = await source.check()
+            tip = await _first_contact(settings, source)
             if end > tip:
                 raise ConfigError(f"--to {end} is above the source's latest height {tip}")
             state = await store.state.get_state()
@@ -375,6 +398,9 @@ def repair(start: int | None, end: int | None, against_source: bool, as_json: bo
 @click.option("--fault-rate", type=click.FloatRange(0, 1), help="Share of GraphQL requests that fail (HTTP 500/502/503/429, stalls, resets, malformed answers, GraphQL errors).")
 @click.option("--fault-seed", type=int, default=0, show_default=True, help="Seed of the fault sequence.")
 @click.option("--stall-seconds", type=click.FloatRange(min=0), help="How long a stalled request waits [default: 0.5 with --fault-rate, else 30].")
+@click.option("--profile", type=click.Choice(["sparse", "dense"]), help="Chain shape for benchmarks: sparse (gnoland1's density, with its real transactions when the exports are found) or dense (about 20 transactions on every block).")
+@click.option("--prepare/--no-prepare", default=None, help="Encode the answers to gnosync's queries for the whole chain before serving, as far as the answer cache holds them [default: with --profile].")
+@click.option("--answer-cache-mb", type=click.IntRange(min=0), default=1024, show_default=True, help="Memory for encoded answers (MB); 0 encodes every answer afresh.")
 def devnet(
     host: str,
     port: int,
@@ -388,11 +414,15 @@ def devnet(
     fault_rate: float | None,
     fault_seed: int,
     stall_seconds: float | None,
+    profile: str | None,
+    prepare: bool | None,
+    answer_cache_mb: int,
 ) -> None:
     """Serve a deterministic tx-indexer-compatible test chain over HTTP.
 
     Faults can be turned on with --fault-rate, or at any time through the
-    /control/faults route (GET it for the current config and counts).
+    /control/faults route (GET it for the current config and counts). New blocks
+    are pushed to websocket subscribers (subscription { getBlocks(...) }).
     """
     from gnosync.devnet import ChainConfig, Faults, serve_forever
 
@@ -403,10 +433,14 @@ def devnet(
         chain_id=chain_id,
         genesis=not no_genesis,
         txs_files=list(txs_files),
+        profile=profile,
+        answer_cache_mb=answer_cache_mb,
     )
     if fault_rate is not None:
         stall = 0.5 if stall_seconds is None else stall_seconds
         faults = Faults.mixed(fault_rate, seed=fault_seed, stall_seconds=stall)
     else:
         faults = Faults(seed=fault_seed, stall_seconds=30.0 if stall_seconds is None else stall_seconds)
-    sys.exit(serve_forever(config, host=host, port=port, max_elements=max_elements, faults=faults))
+    if prepare is None:
+        prepare = profile is not None
+    sys.exit(serve_forever(config, host=host, port=port, max_elements=max_elements, faults=faults, prepare=prepare))

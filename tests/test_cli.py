@@ -28,11 +28,20 @@ def gnosync(*args: str, env: dict | None = None, timeout: float = 120) -> subpro
 
 
 def start(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
+    """``gnosync`` in the background; its stderr lines collect in ``proc.lines``."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "gnosync", *args, "--log-format", "json", "--http", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **(env or {})},
     )
+    proc.lines = []
+    threading.Thread(target=lambda: proc.lines.extend(proc.stderr), daemon=True).start()
+    return proc
+
+
+def started(proc: subprocess.Popen) -> None:
+    """Wait until the process follows the chain (its signal handlers are in place)."""
+    wait_for(lambda: any('"sync started"' in line for line in proc.lines), what="start-up")
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
@@ -211,6 +220,7 @@ def test_kill_9_mid_backfill_then_restart_gives_exactly_the_source(devnet, db_ds
         proc.wait()
     proc = start("run", "--source", url, "--db", db_dsn, "--batch-size", "1000", "--interval", "0.1")
     try:
+        started(proc)
         tip_then = chain.tip
         wait_for(lambda: last_height(db_dsn) >= tip_then, timeout=120, what="tip")
         proc.send_signal(signal.SIGTERM)

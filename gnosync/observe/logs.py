@@ -9,28 +9,43 @@ import structlog
 
 
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
-    """Set up structlog once per process. ``fmt`` is ``json``, ``text`` or ``auto``."""
+    """Set up structlog once per process. ``fmt`` is ``json``, ``text`` or ``auto``.
+
+    Libraries that log through the standard ``logging`` module (asyncpg, aiohttp) are
+    rendered the same way, so a JSON log stream stays one JSON object per line even
+    when a library logs a traceback.
+    """
     if fmt == "auto":
         fmt = "text" if sys.stderr.isatty() else "json"
+    json = fmt == "json"
     renderer = (
         structlog.processors.JSONRenderer()
-        if fmt == "json"
+        if json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    finish = [structlog.processors.format_exc_info, structlog.processors.EventRenamer("message")] if json else []
+    threshold = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.EventRenamer("message") if fmt == "json" else _identity,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        processors=[*shared, *finish, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=False,
     )
+    handler = logging.StreamHandler(_CurrentStderr())
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *finish, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(threshold, logging.WARNING))
 
 
 def _identity(_logger: object, _name: str, event: dict) -> dict:

@@ -219,6 +219,8 @@ class SourceClient:
         try:
             return await self.latest_height()
         except MalformedResponse as exc:
+            if exc.looks_like_json:
+                raise
             raise NotATxIndexer(str(exc)) from None
 
     async def latest_height(self) -> int:
@@ -304,19 +306,30 @@ def _first_error(body: bytes) -> str:
 
 
 class MalformedResponse(SourceError):
-    """A 200 answer that is not the GraphQL response gnosync asked for."""
+    """A 200 answer that is not the GraphQL response gnosync asked for.
 
-    def __init__(self, message: str):
+    ``looks_like_json`` tells a garbled or cut answer (a flaky server or proxy: retry)
+    from a page that was never JSON (a URL that is not a tx-indexer at all).
+    """
+
+    def __init__(self, message: str, *, looks_like_json: bool):
         super().__init__(message, retryable=True)
+        self.looks_like_json = looks_like_json
 
 
 def _malformed(url: str, body: bytes, exc: Exception) -> MalformedResponse:
+    looks_like_json = body.lstrip()[:1] in (b"{", b"[")
     try:
         orjson.loads(body)
     except orjson.JSONDecodeError:
         snippet = body[:40].decode("utf-8", "replace").strip()
+        if looks_like_json:
+            return MalformedResponse(
+                f"source {url} sent a cut or garbled answer ({snippet!r}...)", looks_like_json=True
+            )
         return MalformedResponse(
             f"{url} answered with a body that is not JSON ({snippet!r});"
-            " is it a tx-indexer GraphQL endpoint, e.g. http://host:8546/graphql/query?"
+            " is it a tx-indexer GraphQL endpoint, e.g. http://host:8546/graphql/query?",
+            looks_like_json=False,
         )
-    return MalformedResponse(f"source {url} sent a malformed answer: {exc}")
+    return MalformedResponse(f"source {url} sent a malformed answer: {exc}", looks_like_json=True)

@@ -15,7 +15,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from gnosync.errors import ChainMismatch, SourceError
+from gnosync.errors import BatchInvalid, ChainMismatch, SourceError
 from gnosync.source.client import SourceClient
 from gnosync.sync.model import Block, Transaction
 
@@ -62,18 +62,21 @@ class Endpoint:
         self.url = client.url
         self.health = EndpointHealth(client.url)
 
-    async def _timed(self, call):
+    async def _timed(self, call, *, clears_errors: bool = True):
         started = time.monotonic()
         try:
             result = await call
         except SourceError as exc:
             self.health.failed(exc)
             raise
-        self.health.succeeded(time.monotonic() - started)
+        if clears_errors:
+            self.health.succeeded(time.monotonic() - started)
         return result
 
     async def latest_height(self) -> int:
-        height = await self._timed(self.client.latest_height())
+        # An endpoint that answers this small query but fails block queries is not
+        # healthy again: only a data answer ends its cool-down.
+        height = await self._timed(self.client.latest_height(), clears_errors=False)
         self.health.height = height
         return height
 
@@ -128,20 +131,24 @@ class SourcePool:
         return self._ranked(height)[0]
 
     async def check(self) -> int:
-        """The highest height any endpoint reports; every endpoint must be a tx-indexer."""
-        heights = await asyncio.gather(*(e.client.check() for e in self.endpoints), return_exceptions=True)
-        for endpoint, result in zip(self.endpoints, heights):
+        """The highest height the endpoints report.
+
+        Raises ``NotATxIndexer`` (or another non-retryable error) if any endpoint is not
+        a tx-indexer at all: that is a configuration mistake. Passing failures are fine
+        while one endpoint answers; if none does, the first error is raised (retryable).
+        """
+        results = await asyncio.gather(*(e.client.check() for e in self.endpoints), return_exceptions=True)
+        for endpoint, result in zip(self.endpoints, results):
             if isinstance(result, BaseException):
-                if not isinstance(result, SourceError) or not result.retryable or len(self.endpoints) == 1:
+                if not isinstance(result, SourceError) or not result.retryable:
                     raise result
                 endpoint.health.failed(result)
             else:
                 endpoint.health.height = result
-                endpoint.health.up = True
-        reported = [h for h in heights if isinstance(h, int)]
-        if not reported:
-            raise next(h for h in heights if isinstance(h, BaseException))
-        return max(reported)
+        heights = [r for r in results if isinstance(r, int)]
+        if not heights:
+            raise next(r for r in results if isinstance(r, BaseException))
+        return max(heights)
 
     async def latest_height(self) -> int:
         """The highest height reported by the endpoints that answer.
@@ -170,11 +177,13 @@ class SourcePool:
         raise last_error
 
     async def confirm(self, origin: Endpoint, height: int, block_hash: str) -> None:
-        """Raise ``ChainMismatch`` if another endpoint serves another hash at ``height``.
+        """Check ``block_hash`` (served by ``origin`` at ``height``) with the others.
 
         Endpoints that do not answer, or have not reached ``height``, are skipped: they
-        cannot vouch either way, and must not hold the sync up. A disagreement is
-        re-read from both sides before it is believed.
+        cannot vouch either way, and must not hold the sync up. A disagreement is read
+        again from both sides: if they still disagree, they follow different chains
+        (``ChainMismatch``); if not, ``origin`` served a bad batch (``BatchInvalid``,
+        fetched again).
         """
         for other in self.endpoints:
             if other is origin or (other.health.height is not None and other.health.height < height):
@@ -190,6 +199,12 @@ class SourcePool:
                     f" {other.url} serves {theirs!r}; they follow different chains or forks:"
                     " remove the wrong one from --source / GNOSYNC_SOURCE"
                 )
+            origin.penalize(SourceError(f"served a stray hash for block {height}", retryable=True))
+            raise BatchInvalid(
+                height, "hash",
+                f"{origin.url} served hash {block_hash!r} in a batch but {ours!r} when asked"
+                f" again, and {other.url} serves {theirs!r}",
+            )
 
     @staticmethod
     async def _hash_at(endpoint: Endpoint, height: int) -> str | None:

@@ -88,8 +88,7 @@ class Backfill:
         the caller retries from whatever the database then holds. A set ``stopping``
         event ends the run after the batch being committed.
         """
-        store = self.syncer.store
-        previous: BlockRef | None = await store.block_ref(start - 1) if start > 0 else None
+        previous: BlockRef | None = await self.syncer.anchor(start)
         pending: deque[tuple[int, int, asyncio.Task[tuple[Endpoint, Batch]]]] = deque()
         next_start = start
         last = start - 1

@@ -112,6 +112,23 @@ class Syncer:
         self.chain_id = chain_id
         return Committed(batch.start, batch.end, len(batch.blocks), len(batch.transactions), last.time)
 
+    async def anchor(self, start: int) -> BlockRef | None:
+        """The block below ``start`` that a batch starting there must link to.
+
+        The stored one when there is one; on a fresh sync that starts above height 1,
+        the source's own block (so even the first batch's first link is checked).
+        """
+        if start == 0:
+            return None
+        stored = await self.store.block_ref(start - 1)
+        if stored is not None or start < 2:
+            return stored
+        below = await self.source.endpoint_for(start - 1).blocks(start - 1, start - 1)
+        if not below or below[0].height != start - 1:
+            return None
+        block = below[0]
+        return BlockRef(block.height, block.hash, block.chain_id, block.total_txs)
+
     async def _check_stored_block(self, endpoint: Endpoint, stored: BlockRef) -> None:
         """A batch that does not link to the stored chain: is the source on another one?"""
         served = await endpoint.blocks(stored.height, stored.height)

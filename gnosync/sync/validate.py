@@ -78,9 +78,21 @@ def check_chain_id(blocks: list[Block], chain_id: str | None) -> None:
 
 
 def check_link(block: Block, previous: BlockRef | None) -> None:
-    """``block`` against the block just below it, when that one is known."""
+    """``block`` against the block just below it.
+
+    Genesis (height 0) links to nothing, and so does the chain's first real block
+    (height 1: its previous block id is empty, which is also genesis's hash). Any other
+    block needs ``previous``; the caller supplies it from the database or the source.
+    """
     if block.height != GENESIS_HEIGHT and not block.hash:
         raise BatchInvalid(block.height, "hash", "the block has an empty hash")
+    if block.height < FIRST_COUNTED_HEIGHT and block.last_block_hash != "":
+        raise BatchInvalid(
+            block.height,
+            "last_block_hash",
+            f"block {block.height} links to {block.last_block_hash!r}; the chain's first"
+            " blocks link to nothing",
+        )
     if previous is None or previous.height != block.height - 1:
         return
     if block.last_block_hash != previous.hash:
