@@ -259,3 +259,19 @@ async def test_custom_schema(devnet, db_dsn):
     finally:
         await close(syncer)
     assert await differences(db_dsn, url, 0, 60, schema="chain_copy") == []
+
+
+@pytest.mark.parametrize("height, start_height", [(0, None), (1, None), (40, 40)])
+async def test_first_block_of_a_fresh_sync_is_checked_too(devnet, db_dsn, height, start_height):
+    """Nothing is stored below a fresh sync's first block: genesis and block 1 must link
+    to nothing, and a later first block to the source's own block below it."""
+    chain, url = devnet(blocks=100)
+    syncer = await open_syncer(url, db_dsn)
+    try:
+        tamper(syncer.source, "link", height)
+        with pytest.raises(BatchInvalid) as info:
+            await sync_range(syncer, start_height or 0, 60, batch_size=100, policy=QUICK)
+        assert info.value.height == height and info.value.check == "last_block_hash"
+        assert await syncer.store.stored_bounds() is None
+    finally:
+        await close(syncer)

@@ -1,0 +1,1198 @@
+"""A long randomized fault scenario: gnosync keeps exact data and recovers fast.
+
+    .venv/bin/python bench/chaos.py [--minutes 5] [--seed 1] [--json out.json]
+
+What runs, all on loopback and in a temporary directory:
+
+* an embedded PostgreSQL (pgserver) of its own, so restarting it disturbs nothing else;
+* two ``gnosync devnet`` processes serving the same chain (same seed), each growing a
+  block every ``--block-time`` seconds on its own (their tips differ a little, as two
+  real tx-indexers' do). Endpoint B always fails a share of requests
+  (``--fault-rate``); endpoint A goes through phases set over ``/control/faults``:
+  calm, transport faults, wrong data, lagging or backwards heights, a mix;
+* ``gnosync run --source A --source B`` as a subprocess, with a random batch size and
+  poll interval each time it starts.
+
+What happens to it: ``kill -9`` at random moments (restarted at once), standby
+takeovers (a second ``gnosync run`` waits as a standby, the leader is killed), one
+PostgreSQL restart (with a standby waiting), one outage of one endpoint and one of both.
+
+What is measured: the recovery time of every episode that stops progress, from the end
+of the fault (the process killed, PostgreSQL accepting connections again, both
+endpoints answering again) to the next commit, taken from the ``timestamp`` of the
+first "batch committed" log line after it (and, as a cross-check, when a 50 ms poll of
+``app_state.last_block_h`` first saw it move). A kill + restart includes Python's
+start-up and is reported apart from the recoveries inside a running process. Every
+100 ms ``pg_locks``/``pg_stat_activity`` are sampled for sessions holding the writer
+lock or named "gnosync leader ...": there must never be two.
+
+At the end the faults stop, gnosync catches up with endpoint A's tip, is stopped with
+SIGTERM, and the database is compared with endpoint A hash by hash and field by field
+for every stored height (the comparison of ``tests/compare.py``, imported from there,
+plus a count of what is missing, duplicated or different).
+
+The script asserts nothing: it prints a report with PASS/FAIL lines (and writes it as
+JSON with ``--json``) and exits 0 when the scenario ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import datetime as dt
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from gnosync.devnet.faults import DATA_KINDS, KINDS, TRANSPORT_KINDS  # noqa: E402
+from gnosync.store.embedded import start_embedded, stop_embedded  # noqa: E402
+from gnosync.store.lock import leader_name, lock_tag, writer_lock_key  # noqa: E402
+from gnosync.sync.model import format_time  # noqa: E402
+from tests.compare import BLOCK_FIELDS, differences, source_data  # noqa: E402
+
+GNOSYNC = str(Path(sys.executable).with_name("gnosync"))
+SCHEMA = "indexer"
+COMPONENT = "block_sync"
+RECOVERY_LIMIT = 5.0  # seconds: every measured recovery must be shorter
+RECOVERY_WAIT = 60.0  # seconds to wait for a recovery before calling it missing
+BATCH_SIZES = (20, 64, 100, 250, 500, 1000, 2500, 5000)
+INTERVALS = (0.2, 0.5, 1.0)
+
+STATE_SQL = f"SELECT last_block_h FROM {SCHEMA}.app_state WHERE component = $1"
+WRITERS_SQL = """
+SELECT
+  (SELECT count(DISTINCT l.pid) FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ExclusiveLock'
+      AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid AND l.objsubid = 1
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  ) AS holders,
+  (SELECT count(*) FROM pg_stat_activity
+    WHERE datname = current_database() AND application_name = $3) AS named
+"""
+
+
+def now() -> float:
+    return time.time()
+
+
+def parse_ts(text: str) -> float:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env() -> dict[str, str]:
+    """The environment without GNOSYNC_* settings, so only our flags configure gnosync."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("GNOSYNC_")}
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, round(p * (len(ordered) - 1))))]
+
+    return {
+        "count": len(ordered),
+        "min": round(ordered[0], 3),
+        "p50": round(statistics.median(ordered), 3),
+        "p95": round(pct(0.95), 3),
+        "max": round(ordered[-1], 3),
+    }
+
+
+# ------------------------------------------------------------------------------ devnets
+
+
+class Devnet:
+    """A ``gnosync devnet`` subprocess and its control routes."""
+
+    def __init__(self, name: str, workdir: Path, *, blocks: int, block_time: float, seed: int,
+                 fault_rate: float | None, fault_seed: int):
+        self.name = name
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.url = f"{self.base}/graphql/query"
+        self.log_path = workdir / f"devnet-{name}.log"
+        self.args = [GNOSYNC, "devnet", "--host", "127.0.0.1", "--port", str(self.port),
+                     "--blocks", str(blocks), "--block-time", str(block_time), "--seed", str(seed),
+                     "--fault-seed", str(fault_seed)]
+        if fault_rate:
+            self.args += ["--fault-rate", str(fault_rate)]
+        self.proc: asyncio.subprocess.Process | None = None
+        self.http: aiohttp.ClientSession | None = None
+
+    async def start(self, http: aiohttp.ClientSession) -> None:
+        self.http = http
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it from here
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.args, stdout=log, stderr=asyncio.subprocess.STDOUT, env=child_env())
+        log.close()
+        deadline = now() + 60
+        while now() < deadline:
+            if self.proc.returncode is not None:
+                raise RuntimeError(f"devnet {self.name} exited: {self.log_path.read_text()}")
+            with contextlib.suppress(Exception):
+                await self.state(timeout=0.5)
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"devnet {self.name} did not start: see {self.log_path}")
+
+    async def state(self, timeout: float = 3.0) -> dict[str, Any]:
+        assert self.http is not None
+        async with self.http.get(f"{self.base}/control/faults",
+                                 timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            return await resp.json()
+
+    async def control(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        assert self.http is not None
+        async with self.http.post(f"{self.base}/control/{path}", json=body or {},
+                                  timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            payload = await resp.json()
+            if resp.status != 200:
+                raise RuntimeError(f"devnet {self.name} /control/{path}: {payload}")
+            return payload
+
+    async def set_faults(self, faults: dict[str, Any]) -> None:
+        await self.control("faults/reset")
+        if faults:
+            await self.control("faults", faults)
+
+    async def wait_back(self, outages_before: int, limit: float = 60.0) -> float:
+        """Wait until the endpoint answers again after an outage; return when it did."""
+        deadline = now() + limit
+        while now() < deadline:
+            try:
+                state = await self.state(timeout=0.3)
+                if state.get("up") and state.get("outages", 0) > outages_before:
+                    return now()
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                pass
+            await asyncio.sleep(0.02)
+        raise RuntimeError(f"devnet {self.name} did not come back from its outage")
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+# ------------------------------------------------------------------------------ gnosync
+
+
+@dataclass
+class Commit:
+    ts: float
+    proc: int
+    start: int
+    end: int
+    blocks: int
+    txs: int
+
+
+class Gnosync:
+    """One ``gnosync run`` subprocess, its log kept in a file and read as it comes."""
+
+    def __init__(self, run: Chaos, number: int, purpose: str):
+        self.run = run
+        self.number = number
+        self.purpose = purpose
+        self.batch_size = run.rng.choice(BATCH_SIZES)
+        self.interval = run.rng.choice(INTERVALS)
+        self.log_path = run.workdir / f"gnosync-{number}.log"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.reader: asyncio.Task[None] | None = None
+        self.started = 0.0
+        self.role = "starting"
+        self.role_ts = 0.0
+        self.leader_ts: list[float] = []
+        self.standby_ts: list[float] = []
+        self.killed_at: float | None = None
+        self.terminated = False
+        self.tail: collections.deque[str] = collections.deque(maxlen=12)
+        self.retries = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self) -> None:
+        run = self.run
+        args = [GNOSYNC, "run", "--source", run.a.url, "--source", run.b.url, "--db", run.dsn,
+                "--db-schema", SCHEMA, "--http", "127.0.0.1:0", "--log-format", "json",
+                "--batch-size", str(self.batch_size), "--interval", str(self.interval)]
+        self.started = now()
+        self.proc = await asyncio.create_subprocess_exec(
+            *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE, env=child_env(), limit=4 * 1024 * 1024)
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        run = self.run
+        block: dict[str, Any] | None = None
+        with open(self.log_path, "ab") as log:
+            while True:
+                try:
+                    raw = await self.proc.stderr.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    continue
+                if not raw:
+                    return
+                log.write(raw)
+                log.flush()
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                self.tail.append(line)
+                try:
+                    entry = orjson.loads(raw)
+                    message = entry["message"]
+                    ts = parse_ts(entry["timestamp"])
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    if line.startswith("gnosync: error: "):
+                        continue  # the one-line error of an exit: reported with the exit
+                    if line.strip():  # not a JSON log line: a traceback is one block
+                        if block is None:
+                            block = {"proc": self.number, "first": line[:300], "lines": 0}
+                            run.stray_lines.append(block)
+                        block["lines"] += 1
+                        block["last"] = line[:300]
+                    continue
+                block = None
+                if message == "batch committed":
+                    run.commits.append(Commit(ts, self.number, entry["from_height"],
+                                              entry["to_height"], entry["blocks"], entry["txs"]))
+                elif message.startswith("leader"):
+                    self.role, self.role_ts = "leader", ts
+                    self.leader_ts.append(ts)
+                elif message.startswith("standby"):
+                    self.role, self.role_ts = "standby", ts
+                    self.standby_ts.append(ts)
+                elif message == "recovered":
+                    run.recovered.append({"proc": self.number, "ts": ts,
+                                          "seconds": entry.get("seconds")})
+                elif message in ("sync error, retrying", "retrying"):
+                    self.retries += 1
+                    run.retry_errors[_error_kind(entry.get("error", ""))] += 1
+                elif entry.get("level") in ("error", "critical"):
+                    run.error_lines.append(f"#{self.number}: {line[:400]}")
+
+    async def kill9(self) -> float:
+        """SIGKILL; returns the moment it was sent, once the process is gone."""
+        assert self.proc is not None
+        at = now()
+        self.killed_at = at
+        self.proc.kill()
+        await self.proc.wait()
+        return at
+
+    async def terminate(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM and wait; None when it did not stop in time (then it is killed)."""
+        if not self.alive:
+            return self.proc.returncode if self.proc else None
+        assert self.proc is not None
+        self.terminated = True
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), timeout)
+        except asyncio.TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            return None
+
+    async def finish_reading(self) -> None:
+        if self.reader is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self.reader, 5)
+
+
+def _error_kind(error: str) -> str:
+    """A short, number-free label for a retried error, to count them by kind."""
+    text = " ".join(error.split())
+    for marker, label in (
+        ("HTTP 5", "source HTTP 5xx"), ("HTTP 429", "source HTTP 429"),
+        ("not JSON", "source malformed answer"), ("GraphQL error", "source GraphQL error"),
+        ("the indexer database is busy", "source GraphQL error"),
+        ("last_block_hash", "bad data: broken link"), ("num_txs", "bad data: wrong num_txs"),
+        ("transaction", "bad data: transactions"), ("missing", "bad data: missing"),
+        ("timed out", "source timeout"), ("connect", "connection refused/lost"),
+        ("PostgreSQL", "database"), ("writer", "writer lock"),
+    ):
+        if marker in text:
+            return label
+    return "".join(c for c in text[:60] if not c.isdigit())
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+@dataclass
+class Episode:
+    kind: str  # kill_restart | takeover | pg_restart | outage_both | outage_one | kill_standby
+    started: float  # when the fault began (wall clock)
+    fault_end: float  # when it ended: process killed / database back / endpoints back
+    baseline: int | None  # last_block_h when the fault ended (or before, for pg_restart)
+    recovery: float | None = None  # fault end -> first "batch committed" after it
+    recovery_db: float | None = None  # fault end -> last_block_h seen moving
+    recovered_by: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def measured(self) -> bool:
+        return self.kind in ("kill_restart", "takeover", "pg_restart", "outage_both")
+
+    def to_json(self, t0: float) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "at_s": round(self.started - t0, 3),
+            "fault_s": round(self.fault_end - self.started, 3),
+            "recovery_s": None if self.recovery is None else round(self.recovery, 3),
+            "recovery_seen_in_db_s": None if self.recovery_db is None else round(self.recovery_db, 3),
+            "recovered_by": self.recovered_by,
+            **self.detail,
+        }
+
+
+class Chaos:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.rng = random.Random(args.seed)
+        self.workdir = Path(tempfile.mkdtemp(prefix="gnosync-chaos-"))
+        self.pgdata = self.workdir / "pg"
+        self.dsn = ""
+        self.a: Devnet
+        self.b: Devnet
+        self.procs: list[Gnosync] = []
+        self.commits: list[Commit] = []
+        self.recovered: list[dict[str, Any]] = []
+        self.retry_errors: collections.Counter[str] = collections.Counter()
+        self.error_lines: list[str] = []
+        self.stray_lines: list[dict[str, Any]] = []  # stderr lines that are not JSON logs
+        self.monitor_errors: collections.Counter[str] = collections.Counter()
+        self.episodes: list[Episode] = []
+        self.unexpected_exits: list[dict[str, Any]] = []
+        self.phases: list[dict[str, Any]] = []
+        self.observed: list[tuple[float, int]] = []  # (wall, last_block_h) when it changed
+        self.h_backwards = 0
+        self.samples = 0
+        self.sample_failures = 0
+        self.max_holders = 0
+        self.max_named = 0
+        self.two_leader_samples = 0
+        self.db_down = False
+        self.kills = 0
+        self.t0 = 0.0
+        self.notes: list[str] = []
+
+    # -- output ---------------------------------------------------------------------------
+
+    def say(self, text: str) -> None:
+        if not self.args.quiet:
+            print(f"[{now() - self.t0:7.1f}s] {text}", flush=True)
+
+    # -- processes ------------------------------------------------------------------------
+
+    def alive(self) -> list[Gnosync]:
+        return [p for p in self.procs if p.alive]
+
+    def leader(self) -> Gnosync | None:
+        leaders = [p for p in self.alive() if p.role == "leader"]
+        return max(leaders, key=lambda p: p.role_ts) if leaders else None
+
+    async def spawn(self, purpose: str) -> Gnosync:
+        proc = Gnosync(self, len(self.procs) + 1, purpose)
+        self.procs.append(proc)
+        await proc.start()
+        return proc
+
+    async def wait_role(self, proc: Gnosync, role: str, limit: float = 30.0) -> bool:
+        deadline = now() + limit
+        while now() < deadline and proc.alive:
+            if proc.role == role:
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    async def wait_leader(self, limit: float = 30.0) -> Gnosync | None:
+        deadline = now() + limit
+        while now() < deadline:
+            leader = self.leader()
+            if leader is not None:
+                return leader
+            await asyncio.sleep(0.05)
+        return None
+
+    def check_exits(self) -> None:
+        """Record processes that ended without being killed or told to stop."""
+        for proc in self.procs:
+            if (proc.proc is not None and proc.proc.returncode is not None
+                    and proc.killed_at is None and not proc.terminated
+                    and not getattr(proc, "_reported", False)):
+                proc._reported = True  # type: ignore[attr-defined]
+                self.unexpected_exits.append({
+                    "proc": proc.number, "returncode": proc.proc.returncode,
+                    "after_s": round(now() - proc.started, 2), "tail": list(proc.tail)[-4:],
+                })
+                self.say(f"gnosync #{proc.number} EXITED by itself (rc {proc.proc.returncode}):"
+                         f" {list(proc.tail)[-1:] or ''}")
+
+    async def ensure_running(self) -> None:
+        self.check_exits()
+        if not self.alive() and not self.db_down:
+            self.say("no gnosync running: starting one")
+            await self.spawn("replacement after an unexpected exit")
+
+    # -- the database, watched ------------------------------------------------------------
+
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.dsn, timeout=2, server_settings={
+            "application_name": "gnosync chaos monitor"})
+
+    async def poll_height(self, stop: asyncio.Event) -> None:
+        """Every 50 ms: last_block_h, recording each change with the moment it was seen."""
+        conn: asyncpg.Connection | None = None
+        last: int | None = None
+        while not stop.is_set():
+            try:
+                if conn is None or conn.is_closed():
+                    conn = await asyncio.wait_for(self._connect(), 3)
+                h = await asyncio.wait_for(conn.fetchval(STATE_SQL, COMPONENT), 3)
+                if h is not None and h != last:
+                    if last is not None and h < last:
+                        self.h_backwards += 1
+                    last = h
+                    self.observed.append((now(), h))
+            except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+                pass
+            except Exception as exc:  # the database restarting, most likely: reconnect
+                self.monitor_errors[f"height poll: {type(exc).__name__}"] += 1
+                if conn is not None:
+                    conn.terminate()
+                conn = None
+            await asyncio.sleep(0.05)
+        if conn is not None:
+            conn.terminate()
+
+    async def sample_writers(self, stop: asyncio.Event) -> None:
+        """Every 100 ms: sessions holding the writer lock, and sessions named leader."""
+        classid, objid = lock_tag(writer_lock_key(SCHEMA, COMPONENT))
+        name = leader_name(SCHEMA, COMPONENT)[:63]
+        conn: asyncpg.Connection | None = None
+        while not stop.is_set():
+            try:
+                if conn is None or conn.is_closed():
+                    conn = await asyncio.wait_for(self._connect(), 3)
+                row = await asyncio.wait_for(conn.fetchrow(WRITERS_SQL, classid, objid, name), 3)
+                self.samples += 1
+                holders, named = row["holders"], row["named"]
+                self.max_holders = max(self.max_holders, holders)
+                self.max_named = max(self.max_named, named)
+                if holders > 1 or named > 1:
+                    self.two_leader_samples += 1
+                    self.say(f"TWO WRITERS sampled: {holders} lock holders, {named} leader sessions")
+            except Exception as exc:  # the database restarting, most likely: reconnect
+                self.monitor_errors[f"writer sample: {type(exc).__name__}"] += 1
+                self.sample_failures += 1
+                if conn is not None:
+                    conn.terminate()
+                conn = None
+            await asyncio.sleep(0.1)
+        if conn is not None:
+            conn.terminate()
+
+    def _watcher_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.notes.append(f"a database watcher stopped early: {task.exception()!r}")
+
+    def height(self) -> int | None:
+        return self.observed[-1][1] if self.observed else None
+
+    async def height_now(self) -> int | None:
+        try:
+            conn = await self._connect()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
+            return self.height()
+        try:
+            return await conn.fetchval(STATE_SQL, COMPONENT, timeout=2)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
+            return self.height()
+        finally:
+            await conn.close()
+
+    # -- recoveries -----------------------------------------------------------------------
+
+    def first_commit_after(self, moment: float, exclude: int | None = None) -> Commit | None:
+        after = [c for c in self.commits if c.ts > moment and c.proc != exclude]
+        return min(after, key=lambda c: c.ts) if after else None
+
+    def first_seen_above(self, baseline: int | None, moment: float) -> float | None:
+        for seen, h in self.observed:
+            if seen >= moment and (baseline is None or h > baseline):
+                return seen
+        return None
+
+    async def measure(self, episode: Episode, exclude: int | None = None) -> None:
+        """Wait for the first commit after the fault ended; fill in the episode."""
+        deadline = now() + RECOVERY_WAIT
+        commit = None
+        while now() < deadline:
+            await self.ensure_running()
+            commit = self.first_commit_after(episode.fault_end, exclude)
+            if commit is not None:
+                break
+            await asyncio.sleep(0.02)
+        if commit is not None:
+            episode.recovery = commit.ts - episode.fault_end
+            episode.recovered_by = commit.proc
+            # The poll sees it within ~50 ms; give it a moment.
+            for _ in range(40):
+                seen = self.first_seen_above(episode.baseline, episode.fault_end)
+                if seen is not None:
+                    episode.recovery_db = seen - episode.fault_end
+                    break
+                await asyncio.sleep(0.025)
+        self.episodes.append(episode)
+        rec = "NO RECOVERY" if episode.recovery is None else f"next commit after {episode.recovery:.3f}s"
+        if episode.recovery_db is not None:
+            rec += f" (seen in app_state after {episode.recovery_db:.3f}s)"
+        self.say(f"  {episode.kind}: {rec}")
+
+    # -- episodes -------------------------------------------------------------------------
+
+    async def kill_episode(self) -> None:
+        alive = self.alive()
+        leader = await self.wait_leader()
+        if leader is None:
+            self.notes.append("a kill was skipped: no leader within 30 s")
+            self.say("no leader within 30 s; kill skipped")
+            return
+        standby = next((p for p in alive if p is not leader), None)
+        if standby is not None and self.rng.random() < 0.15:
+            # Kill the standby: no progress stops; a new standby replaces it.
+            at = await standby.kill9()
+            self.kills += 1
+            self.say(f"kill -9 standby #{standby.number}; starting a new standby")
+            self.episodes.append(Episode("kill_standby", at, at, self.height()))
+            await self.spawn("standby")
+            return
+        if standby is None and self.rng.random() < 0.35:
+            standby = await self.spawn("standby")
+            self.say(f"started standby #{standby.number} (batch {standby.batch_size},"
+                     f" interval {standby.interval})")
+            if not await self.wait_role(standby, "standby"):
+                self.say(f"  #{standby.number} did not become a standby (role {standby.role},"
+                         f" {'running' if standby.alive else 'exited'})")
+                if standby.role == "leader":
+                    return  # the leader lost the lock meanwhile; the next kill decides
+            if standby.alive:
+                await asyncio.sleep(self.rng.uniform(0.2, 3.0))
+            leader = self.leader()
+            if leader is None or leader is standby:
+                return
+            if not standby.alive:
+                standby = None  # it failed to start: this becomes a kill + restart
+        if standby is not None:
+            at = await leader.kill9()
+            self.kills += 1
+            baseline = await self.height_now()
+            self.say(f"kill -9 leader #{leader.number} at h={baseline}; standby #{standby.number}"
+                     " takes over")
+            episode = Episode("takeover", at, at, baseline,
+                              detail={"killed": leader.number, "standby": standby.number})
+            await self.measure(episode, exclude=leader.number)
+            locked = [t for t in standby.leader_ts if t > at]
+            if locked:
+                episode.detail["lock_taken_s"] = round(min(locked) - at, 3)
+            return
+        at = await leader.kill9()
+        self.kills += 1
+        baseline = await self.height_now()
+        replacement = await self.spawn("restart")
+        self.say(f"kill -9 #{leader.number} at h={baseline}; restarted as #{replacement.number}"
+                 f" (batch {replacement.batch_size}, interval {replacement.interval})")
+        episode = Episode("kill_restart", at, at, baseline,
+                          detail={"killed": leader.number, "restarted": replacement.number})
+        await self.measure(episode, exclude=leader.number)
+
+    async def pg_restart_episode(self) -> None:
+        if len(self.alive()) < 2:
+            standby = await self.spawn("standby")
+            await self.wait_role(standby, "standby")
+        await asyncio.sleep(self.rng.uniform(0.3, 2.0))
+        baseline = self.height()
+        down_for = self.rng.uniform(2.0, 4.0)
+        self.say(f"PostgreSQL restart: pg_ctl stop -m fast at h={baseline}, start in {down_for:.1f}s")
+        started = now()
+        self.db_down = True
+        await asyncio.to_thread(stop_embedded, self.pgdata)
+        stopped = now()
+        await asyncio.sleep(down_for)
+        starting = asyncio.ensure_future(asyncio.to_thread(start_embedded, self.pgdata))
+        back = None
+        while back is None:  # the moment PostgreSQL accepts connections again
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=1)
+                await conn.close()
+                back = now()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
+                if starting.done() and starting.exception() is not None:
+                    raise starting.exception()  # type: ignore[misc]
+                await asyncio.sleep(0.02)
+        dsn, _ = await starting
+        if dsn != self.dsn:
+            self.notes.append(f"the embedded PostgreSQL came back with another DSN: {dsn}")
+        self.db_down = False
+        episode = Episode("pg_restart", started, back, baseline,
+                          detail={"stop_s": round(stopped - started, 3),
+                                  "down_s": round(back - stopped, 3)})
+        await self.measure(episode)
+
+    async def outage_one_episode(self) -> None:
+        devnet = self.rng.choice([self.a, self.b])
+        seconds = 5.0
+        before = (await devnet.state())["outages"]
+        started = now()
+        await devnet.control("outage", {"seconds": seconds})
+        self.say(f"outage of endpoint {devnet.name} for {seconds:g}s")
+        back = await devnet.wait_back(before)
+        during = [c for c in self.commits if started <= c.ts <= back]
+        stamps = [started] + [c.ts for c in during] + [back]
+        gap = max(b - a for a, b in zip(stamps, stamps[1:]))
+        episode = Episode("outage_one", started, back, self.height(), detail={
+            "endpoint": devnet.name, "commits_during": len(during),
+            "longest_commit_gap_s": round(gap, 3)})
+        self.episodes.append(episode)
+        self.say(f"  endpoint {devnet.name} back after {back - started:.2f}s; {len(during)}"
+                 f" commits meanwhile (longest gap {gap:.2f}s)")
+
+    async def outage_both_episode(self) -> None:
+        seconds = round(self.rng.uniform(2.0, 4.0), 2)
+        before = [(await d.state())["outages"] for d in (self.a, self.b)]
+        started = now()
+        await asyncio.gather(self.a.control("outage", {"seconds": seconds}),
+                             self.b.control("outage", {"seconds": seconds}))
+        self.say(f"outage of BOTH endpoints for {seconds:g}s")
+        backs = await asyncio.gather(self.a.wait_back(before[0]), self.b.wait_back(before[1]))
+        back = max(backs)
+        during = [c for c in self.commits if started + 0.5 < c.ts <= back]
+        episode = Episode("outage_both", started, back, await self.height_now(),
+                          detail={"down_s": round(back - started, 3),
+                                  "commits_during": len(during)})
+        await self.measure(episode)
+
+    # -- fault phases ---------------------------------------------------------------------
+
+    def phase(self) -> tuple[str, dict[str, Any]]:
+        rng = self.rng
+        kind = rng.choice(["calm", "transport", "data", "heights", "mixed", "transport", "data"])
+        faults: dict[str, Any] = {"seed": rng.randrange(1 << 30), "stall_seconds": 0.5}
+        if kind in ("transport", "mixed"):
+            rate = rng.uniform(0.2, 0.35)
+            faults.update(dict.fromkeys(TRANSPORT_KINDS, rate / len(TRANSPORT_KINDS)))
+        if kind in ("data", "mixed"):
+            for name in DATA_KINDS:
+                faults[name] = round(rng.uniform(0.01, 0.06), 3)
+        if kind in ("heights", "mixed"):
+            faults["latest_backwards"] = round(rng.uniform(0.1, 0.3), 3)
+            faults["latest_lag"] = rng.choice([0, 3, 10, 30])
+        if kind == "calm":
+            faults = {}
+        return kind, faults
+
+    async def fault_phases(self, stop: asyncio.Event) -> None:
+        """Endpoint A changes how it misbehaves every 10-25 s."""
+        while not stop.is_set():
+            kind, faults = self.phase()
+            try:
+                await self.a.set_faults(faults)
+                self.phases.append({"at_s": round(now() - self.t0, 1), "endpoint": "A",
+                                    "phase": kind, "faults": faults})
+                shown = {k: (round(v, 3) if isinstance(v, float) else v)
+                         for k, v in faults.items() if k not in ("seed", "stall_seconds")}
+                self.say(f"endpoint A faults: {kind} {shown if shown else ''}")
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                pass  # A is in an outage: try again soon
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.rng.uniform(10, 25))
+
+    # -- the scenario ---------------------------------------------------------------------
+
+    async def scenario(self) -> None:
+        length = self.args.minutes * 60
+        end = self.t0 + length
+        specials = [
+            (self.t0 + 0.2 * length, self.outage_one_episode),
+            (self.t0 + 0.4 * length, self.pg_restart_episode),
+            (self.t0 + 0.65 * length, self.outage_both_episode),
+        ]
+        # Random 1-10 s between kills; shorter runs squeeze them to still kill often.
+        upper = min(10.0, max(3.0, 10.0 * length / 300))
+        next_kill = now() + self.rng.uniform(1, upper)
+        while now() < end:
+            await self.ensure_running()
+            if specials and now() >= specials[0][0]:
+                _, episode = specials.pop(0)
+                await episode()
+                next_kill = max(next_kill, now() + self.rng.uniform(1, upper))
+                continue
+            if now() >= next_kill:
+                at = now()
+                await self.kill_episode()
+                next_kill = at + self.rng.uniform(1, upper)
+                continue
+            await asyncio.sleep(0.05)
+        for _, episode in specials:  # a run too short for them still has each one
+            await episode()
+
+    # -- the end: catch up, stop, compare -------------------------------------------------
+
+    async def catch_up(self) -> dict[str, Any]:
+        await self.a.control("faults/reset")
+        await self.b.control("faults/reset")
+        await self.ensure_running()
+        tip = (await self.a.state())["tip"]
+        started = now()
+        self.say(f"faults off; waiting for gnosync to reach endpoint A's tip {tip}")
+        reached = None
+        while now() < started + 180:
+            self.check_exits()
+            h = await self.height_now()
+            if h is not None and h >= tip:
+                reached = now() - started
+                break
+            await asyncio.sleep(0.05)
+        stops = {}
+        for proc in sorted(self.alive(), key=lambda p: p.role != "standby"):  # standbys first
+            rc = await proc.terminate()
+            stops[proc.number] = rc
+        for proc in self.procs:
+            await proc.finish_reading()
+        await asyncio.sleep(0.2)
+        conn = await self._connect()
+        try:
+            state = dict(await conn.fetchrow(
+                f"SELECT last_block_h, status, error_count, last_error FROM {SCHEMA}.app_state"
+                " WHERE component = $1", COMPONENT))
+        finally:
+            await conn.close()
+        last = state["last_block_h"]
+        deadline = now() + 60
+        while (await self.a.state())["tip"] < last and now() < deadline:
+            await asyncio.sleep(0.2)  # B may have been a few blocks ahead of A
+        self.say(f"stopped with SIGTERM: exit codes {stops}; stored 0..{last}, status"
+                 f" {state['status']}")
+        return {"tip_a": tip, "catch_up_s": None if reached is None else round(reached, 3),
+                "sigterm_exit_codes": stops, "final_state": state}
+
+    async def compare(self, last: int) -> dict[str, Any]:
+        """Every stored block and transaction against endpoint A, for heights 0..last."""
+        blocks, txs = await source_data(self.a.url, 0, last)
+        conn = await self._connect()
+        try:
+            rows = await conn.fetch(f"SELECT * FROM {SCHEMA}.blocks ORDER BY height")
+            tx_rows = await conn.fetch(
+                f"SELECT * FROM {SCHEMA}.transactions ORDER BY block_height, tx_index")
+        finally:
+            await conn.close()
+        examples: list[str] = []
+
+        def note(text: str) -> None:
+            if len(examples) < 20:
+                examples.append(text)
+
+        heights = collections.Counter(r["height"] for r in rows)
+        hashes = collections.Counter(r["hash"] for r in rows)
+        wanted = set(range(0, last + 1))
+        missing_blocks = sorted(wanted - set(heights))
+        extra_blocks = sorted(set(heights) - wanted)
+        dup_blocks = sorted({h for h, n in heights.items() if n > 1}
+                            | {r["height"] for r in rows if hashes[r["hash"]] > 1})
+        differing_blocks = set()
+        for row in rows:
+            block = blocks.get(row["height"])
+            if block is None:
+                continue
+            wrong = [f for f in BLOCK_FIELDS if row[f] != getattr(block, f)]
+            if row["proposer_address"] != block.proposer_address_raw:
+                wrong.append("proposer_address")
+            if format_time(row["time"], row["time_ns"]) != block.time:
+                wrong.append("time")
+            if wrong:
+                differing_blocks.add(row["height"])
+                note(f"block {row['height']}: {', '.join(wrong)} differ")
+        for h in missing_blocks[:5]:
+            note(f"block {h} missing")
+        tx_hashes = collections.Counter(r["hash"] for r in tx_rows)
+        tx_places = collections.Counter((r["block_height"], r["tx_index"]) for r in tx_rows)
+        missing_txs = sorted(set(txs) - set(tx_hashes))
+        extra_txs = sorted(set(tx_hashes) - set(txs))
+        dup_txs = sorted({h for h, n in tx_hashes.items() if n > 1}
+                         | {r["hash"] for r in tx_rows
+                            if tx_places[(r["block_height"], r["tx_index"])] > 1})
+        differing_txs = set()
+        for row in tx_rows:
+            tx = txs.get(row["hash"])
+            if tx is None:
+                continue
+            served = {
+                "block_height": tx.block_height, "tx_index": tx.index, "success": tx.success,
+                "gas_wanted": tx.gas_wanted, "gas_used": tx.gas_used, "memo": tx.memo,
+                "content_raw": tx.content_raw,
+                "gas_fee_amount": tx.gas_fee.amount if tx.gas_fee else None,
+                "gas_fee_denom": tx.gas_fee.denom if tx.gas_fee else None,
+                "messages": orjson.loads(bytes(tx.messages)),
+                "response": orjson.loads(bytes(tx.response)),
+            }
+            wrong = []
+            for name, value in served.items():
+                stored = row[name]
+                if name in ("messages", "response"):
+                    stored = orjson.loads(stored)
+                if stored != value:
+                    wrong.append(name)
+            if wrong:
+                differing_txs.add(row["hash"])
+                note(f"transaction {row['hash']}: {', '.join(wrong)} differ")
+        for h in missing_txs[:5]:
+            note(f"transaction {h} missing")
+        # The same comparison as the test suite's, as a second opinion.
+        suite = await differences(self.dsn, self.a.url, 0, last, schema=SCHEMA)
+        return {
+            "heights": f"0..{last}",
+            "blocks_served": len(blocks), "blocks_stored": len(rows),
+            "transactions_served": len(txs), "transactions_stored": len(tx_rows),
+            "blocks": {"missing": len(missing_blocks), "duplicated": len(dup_blocks),
+                       "differing": len(differing_blocks), "extra": len(extra_blocks)},
+            "transactions": {"missing": len(missing_txs), "duplicated": len(dup_txs),
+                             "differing": len(differing_txs), "extra": len(extra_txs)},
+            "tests_compare_problems": len(suite),
+            "tests_compare_first": suite[:5],
+            "tests_compare_all": suite[:1000],
+            "examples": examples,
+        }
+
+    # -- main -----------------------------------------------------------------------------
+
+    async def main(self) -> dict[str, Any]:
+        args = self.args
+        self.t0 = now()
+        self.say(f"work directory {self.workdir}")
+        self.dsn, _ = await asyncio.to_thread(start_embedded, self.pgdata)
+        self.say(f"embedded PostgreSQL: {self.dsn}")
+        http = aiohttp.ClientSession()
+        self.a = Devnet("A", self.workdir, blocks=args.blocks, block_time=args.block_time,
+                        seed=args.seed, fault_rate=None, fault_seed=args.seed + 100)
+        self.b = Devnet("B", self.workdir, blocks=args.blocks, block_time=args.block_time,
+                        seed=args.seed, fault_rate=args.fault_rate, fault_seed=args.seed + 200)
+        stop = asyncio.Event()
+        watchers: list[asyncio.Task[None]] = []
+        try:
+            await asyncio.gather(self.a.start(http), self.b.start(http))
+            self.say(f"devnet A {self.a.url} (faults in phases), devnet B {self.b.url}"
+                     f" (--fault-rate {args.fault_rate}); {args.blocks} blocks, one more every"
+                     f" {args.block_time}s each")
+            self.t0 = now()
+            watchers = [asyncio.create_task(self.poll_height(stop)),
+                        asyncio.create_task(self.sample_writers(stop))]
+            for task in watchers:
+                task.add_done_callback(self._watcher_ended)
+            first = await self.spawn("first")
+            self.say(f"started gnosync #{first.number} (batch {first.batch_size},"
+                     f" interval {first.interval})")
+            phases = asyncio.create_task(self.fault_phases(stop))
+            try:
+                await self.scenario()
+            finally:
+                phases.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await phases
+            chaos_s = now() - self.t0
+            end = await self.catch_up()
+            stop.set()
+            await asyncio.gather(*watchers, return_exceptions=True)
+            watchers = []
+            faults = {d.name: await d.state() for d in (self.a, self.b)}
+            last = end["final_state"]["last_block_h"]
+            self.say(f"comparing heights 0..{last} with endpoint A")
+            comparison = await self.compare(last)
+            return self.report(chaos_s, end, faults, comparison)
+        finally:
+            stop.set()
+            for task in watchers:
+                task.cancel()
+            for proc in self.procs:
+                if proc.alive:
+                    assert proc.proc is not None
+                    proc.proc.kill()
+                    await proc.proc.wait()
+            await asyncio.gather(self.a.stop(), self.b.stop(), return_exceptions=True)
+            await http.close()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(stop_embedded, self.pgdata)
+            if args.keep:
+                print(f"kept {self.workdir} (logs, PostgreSQL data)", file=sys.stderr)
+            else:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- the report -----------------------------------------------------------------------
+
+    def report(self, chaos_s: float, end: dict[str, Any], faults: dict[str, Any],
+               comparison: dict[str, Any]) -> dict[str, Any]:
+        measured = [e for e in self.episodes if e.measured]
+        by_kind: dict[str, list[Episode]] = collections.defaultdict(list)
+        for e in measured:
+            by_kind[e.kind].append(e)
+        restart = [e.recovery for e in by_kind["kill_restart"] if e.recovery is not None]
+        in_process = [e.recovery for e in measured
+                      if e.kind != "kill_restart" and e.recovery is not None]
+        unrecovered = [e for e in measured if e.recovery is None]
+        too_slow = [e for e in measured if e.recovery is not None and e.recovery >= RECOVERY_LIMIT]
+        counts: dict[str, int] = dict.fromkeys(KINDS, 0)
+        for state in faults.values():
+            for kind, n in state["counts"].items():
+                counts[kind] = counts.get(kind, 0) + n
+        overlaps = 0
+        ordered = sorted(self.commits, key=lambda c: c.start)
+        for prev, cur in zip(ordered, ordered[1:]):
+            if cur.start <= prev.end:
+                overlaps += 1
+        takeovers = [e for e in self.episodes if e.kind == "takeover"]
+        blocks, txs = comparison["blocks"], comparison["transactions"]
+        exact_blocks = not any(blocks.values())
+        exact_txs = not any(txs.values())
+        suite = comparison["tests_compare_all"]
+        suite_blocks = [p for p in suite if not p.startswith(("transaction", "stored transaction"))
+                        and "transactions stored" not in p]
+        suite_txs = [p for p in suite if p not in suite_blocks]
+        checks = {
+            "blocks exact (0 missing, 0 duplicated, 0 differing, 0 extra)":
+                exact_blocks and not suite_blocks,
+            "transactions exact (0 missing, 0 duplicated, 0 differing, 0 extra)":
+                exact_txs and not suite_txs,
+            f"every measured recovery < {RECOVERY_LIMIT:g}s ({len(measured)} measured)":
+                bool(measured) and not unrecovered and not too_slow,
+            "never two writers at once (pg_locks samples, committed ranges)":
+                self.two_leader_samples == 0 and self.max_holders <= 1
+                and self.max_named <= 1 and overlaps == 0 and self.samples > 0,
+            "no gnosync exited by itself; SIGTERM stops cleanly (exit 0, status stopped)":
+                not self.unexpected_exits
+                and all(rc == 0 for rc in end["sigterm_exit_codes"].values())
+                and end["final_state"]["status"] == "stopped",
+        }
+        rec_lines = [r["seconds"] for r in self.recovered if isinstance(r.get("seconds"), (int, float))]
+        out = {
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "seed": self.args.seed,
+            "duration_s": round(now() - self.t0, 1),
+            "chaos_s": round(chaos_s, 1),
+            "initial_blocks": self.args.blocks,
+            "heights_synced": end["final_state"]["last_block_h"] + 1,
+            "transactions": comparison["transactions_stored"],
+            "commits_logged": len(self.commits),
+            "gnosync_processes": len(self.procs),
+            "processes": [{"number": p.number, "purpose": p.purpose, "batch_size": p.batch_size,
+                           "interval": p.interval, "retries": p.retries,
+                           "ended": ("kill -9" if p.killed_at else "SIGTERM" if p.terminated
+                                     else f"exit {p.proc.returncode if p.proc else None}")}
+                          for p in self.procs],
+            "kills": self.kills,
+            "restarts": len(self.procs) - 1,
+            "started_by_purpose": dict(collections.Counter(p.purpose for p in self.procs)),
+            "takeovers": [e.to_json(self.t0) for e in takeovers],
+            "pg_restarts": len(by_kind["pg_restart"]),
+            "outages": [e.to_json(self.t0) for e in self.episodes
+                        if e.kind in ("outage_one", "outage_both")],
+            "faults_injected": {k: v for k, v in counts.items() if v},
+            "faults_injected_total": sum(counts.values()),
+            "faults_by_endpoint": {n: {"injected": s["injected"], "requests": s["requests"],
+                                       "outages": s["outages"],
+                                       "counts": {k: v for k, v in s["counts"].items() if v}}
+                                   for n, s in faults.items()},
+            "fault_phases_a": self.phases,
+            "recovery": {
+                "all_measured": summary([e.recovery for e in measured if e.recovery is not None]),
+                "in_process": summary(in_process),
+                "kill_restart_incl_startup": summary(restart),
+                "by_kind": {k: summary([e.recovery for e in v if e.recovery is not None])
+                            for k, v in by_kind.items()},
+                "unrecovered": len(unrecovered),
+                "episodes": [e.to_json(self.t0) for e in self.episodes],
+            },
+            "gnosync_recovered_lines": summary(rec_lines),
+            "gnosync_retries_by_error": dict(self.retry_errors.most_common(12)),
+            "writers": {"samples": self.samples, "failed_samples": self.sample_failures,
+                        "max_lock_holders": self.max_holders,
+                        "max_leader_sessions": self.max_named,
+                        "samples_with_two": self.two_leader_samples,
+                        "overlapping_committed_ranges": overlaps},
+            "last_block_h_went_backwards": self.h_backwards,
+            "monitor_errors": dict(self.monitor_errors),
+            "catch_up": end,
+            "comparison": comparison,
+            "unexpected_exits": self.unexpected_exits,
+            "error_log_lines": self.error_lines[:20],
+            "stray_stderr_blocks": len(self.stray_lines),
+            "stray_stderr_lines": self.stray_lines[:20],
+            "notes": self.notes,
+            "checks": {k: ("PASS" if v else "FAIL") for k, v in checks.items()},
+        }
+        return out
+
+
+def print_report(r: dict[str, Any]) -> None:
+    rec = r["recovery"]
+
+    def stats(s: dict[str, Any]) -> str:
+        if not s.get("count"):
+            return "none"
+        return (f"n={s['count']} min {s['min']:.3f}s p50 {s['p50']:.3f}s p95 {s['p95']:.3f}s"
+                f" max {s['max']:.3f}s")
+
+    cmp_ = r["comparison"]
+    print()
+    print("=" * 78)
+    print("gnosync chaos report")
+    print("=" * 78)
+    print(f"command            {r['command']}")
+    print(f"duration           {r['duration_s']}s ({r['chaos_s']}s of chaos), seed {r['seed']}")
+    print(f"heights synced     {r['heights_synced']} (0..{r['heights_synced'] - 1}; started with"
+          f" {r['initial_blocks']} to backfill)")
+    print(f"transactions       {r['transactions']}")
+    print(f"commits logged     {r['commits_logged']}")
+    print(f"gnosync processes  {r['gnosync_processes']} started: "
+          + ", ".join(f"{k} {v}" for k, v in r["started_by_purpose"].items()))
+    print(f"kill -9            {r['kills']}")
+    print(f"standby takeovers  {len(r['takeovers'])}: "
+          + ", ".join(f"{t['recovery_s']}s" for t in r["takeovers"]))
+    print(f"PostgreSQL restart {r['pg_restarts']}")
+    for o in r["outages"]:
+        if o["kind"] == "outage_one":
+            print(f"outage (one)       endpoint {o['endpoint']} {o['fault_s']}s:"
+                  f" {o['commits_during']} commits meanwhile, longest gap"
+                  f" {o['longest_commit_gap_s']}s")
+        else:
+            print(f"outage (both)      {o['fault_s']}s: next commit {o['recovery_s']}s after")
+    print(f"faults injected    {r['faults_injected_total']}: "
+          + ", ".join(f"{k} {v}" for k, v in r["faults_injected"].items()))
+    for name, e in r["faults_by_endpoint"].items():
+        print(f"  endpoint {name}       {e['injected']} of {e['requests']} requests, {e['outages']}"
+              " outage(s): " + ", ".join(f"{k} {v}" for k, v in e["counts"].items()))
+    print(f"fault phases (A)   " + ", ".join(f"{p['at_s']:.0f}s {p['phase']}"
+                                           for p in r["fault_phases_a"]))
+    print("recovery (fault end -> next commit):")
+    print(f"  all measured     {stats(rec['all_measured'])}")
+    print(f"  in-process       {stats(rec['in_process'])}")
+    print(f"  kill+restart     {stats(rec['kill_restart_incl_startup'])} (includes Python start-up)")
+    for kind, s in rec["by_kind"].items():
+        print(f"  {kind:<16} {stats(s)}")
+    if rec["unrecovered"]:
+        print(f"  NOT RECOVERED within {RECOVERY_WAIT:g}s: {rec['unrecovered']}")
+    print("  each:")
+    for e in rec["episodes"]:
+        extra = {k: v for k, v in e.items()
+                 if k not in ("kind", "at_s", "recovery_s", "recovery_seen_in_db_s", "fault_s")}
+        if e["kind"] in ("outage_one", "kill_standby"):
+            print(f"    {e['at_s']:7.1f}s {e['kind']:<13} (progress does not stop) {json.dumps(extra)}")
+            continue
+        rec = "NONE" if e["recovery_s"] is None else f"{e['recovery_s']:.3f}s"
+        seen = e["recovery_seen_in_db_s"]
+        seen = "-" if seen is None else f"{seen:.3f}s"
+        print(f"    {e['at_s']:7.1f}s {e['kind']:<13} recovery {rec} (app_state moved {seen})"
+              f" {json.dumps(extra)}")
+    print(f"gnosync 'recovered' lines {stats(r['gnosync_recovered_lines'])}")
+    print(f"retries by error   " + ", ".join(f"{k}: {v}" for k, v in
+                                             r["gnosync_retries_by_error"].items()))
+    w = r["writers"]
+    print(f"writers            {w['samples']} samples ({w['failed_samples']} failed while the"
+          f" database was down): max {w['max_lock_holders']} lock holder(s),"
+          f" max {w['max_leader_sessions']} leader session(s), {w['samples_with_two']} with two;"
+          f" overlapping committed ranges {w['overlapping_committed_ranges']}")
+    print(f"app_state went backwards {r['last_block_h_went_backwards']} times;"
+          f" monitor errors {r['monitor_errors']}")
+    c = r["catch_up"]
+    print(f"catch-up           A's tip {c['tip_a']} reached in {c['catch_up_s']}s after faults"
+          f" stopped; SIGTERM exit codes {c['sigterm_exit_codes']};"
+          f" final status {c['final_state']['status']}")
+    print(f"comparison         heights {cmp_['heights']}: blocks served {cmp_['blocks_served']}"
+          f" stored {cmp_['blocks_stored']}; transactions served {cmp_['transactions_served']}"
+          f" stored {cmp_['transactions_stored']}")
+    print(f"  blocks           {cmp_['blocks']}")
+    print(f"  transactions     {cmp_['transactions']}")
+    print(f"  tests/compare.py {cmp_['tests_compare_problems']} problems {cmp_['tests_compare_first']}")
+    for example in cmp_["examples"]:
+        print(f"    {example}")
+    if r["unexpected_exits"]:
+        print("unexpected exits:")
+        for x in r["unexpected_exits"]:
+            print(f"  #{x['proc']} rc {x['returncode']} after {x['after_s']}s: {x['tail'][-1:]}")
+    for line in r["error_log_lines"][:8]:
+        print(f"error log: {line[:200]}")
+    if r["stray_stderr_lines"]:
+        print(f"non-JSON stderr    {r['stray_stderr_blocks']} block(s) in JSON log streams:")
+        for b in r["stray_stderr_lines"][:6]:
+            print(f"  #{b['proc']} ({b['lines']} lines) {b['first'][:90]!r} ... {b['last'][:110]!r}")
+    for note in r["notes"]:
+        print(f"note: {note}")
+    print("-" * 78)
+    for name, verdict in r["checks"].items():
+        print(f"{verdict}  {name}")
+    print("=" * 78)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=5.0, help="length of the chaos (default 5)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the scenario and the chain")
+    parser.add_argument("--json", type=Path, help="also write the report here as JSON")
+    parser.add_argument("--blocks", type=int, default=100_000,
+                        help="initial chain height, backfilled first (default 100000)")
+    parser.add_argument("--block-time", type=float, default=0.2,
+                        help="each devnet grows a block this often (default 0.2 s)")
+    parser.add_argument("--fault-rate", type=float, default=0.25,
+                        help="share of endpoint B's requests that fail (default 0.25)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
+    parser.add_argument("--quiet", action="store_true", help="print only the report")
+    args = parser.parse_args()
+    chaos = Chaos(args)
+    try:
+        report = asyncio.run(chaos.main())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
