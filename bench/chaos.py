@@ -68,7 +68,7 @@ from gnosync.devnet.faults import DATA_KINDS, KINDS, TRANSPORT_KINDS  # noqa: E4
 from gnosync.store.embedded import start_embedded, stop_embedded  # noqa: E402
 from gnosync.store.lock import leader_name, lock_tag, writer_lock_key  # noqa: E402
 from gnosync.sync.model import format_time  # noqa: E402
-from tests.compare import BLOCK_FIELDS, differences, source_data  # noqa: E402
+from tests.compare import BLOCK_FIELDS, differences, source_data, transaction_differences  # noqa: E402
 
 GNOSYNC = str(Path(sys.executable).with_name("gnosync"))
 SCHEMA = "indexer"
@@ -863,22 +863,7 @@ class Chaos:
             tx = txs.get(row["hash"])
             if tx is None:
                 continue
-            served = {
-                "block_height": tx.block_height, "tx_index": tx.index, "success": tx.success,
-                "gas_wanted": tx.gas_wanted, "gas_used": tx.gas_used, "memo": tx.memo,
-                "content_raw": tx.content_raw,
-                "gas_fee_amount": tx.gas_fee.amount if tx.gas_fee else None,
-                "gas_fee_denom": tx.gas_fee.denom if tx.gas_fee else None,
-                "messages": orjson.loads(bytes(tx.messages)),
-                "response": orjson.loads(bytes(tx.response)),
-            }
-            wrong = []
-            for name, value in served.items():
-                stored = row[name]
-                if name in ("messages", "response"):
-                    stored = orjson.loads(stored)
-                if stored != value:
-                    wrong.append(name)
+            wrong = [name for name, _, _ in transaction_differences(row, tx)]
             if wrong:
                 differing_txs.add(row["hash"])
                 note(f"transaction {row['hash']}: {', '.join(wrong)} differ")

@@ -56,19 +56,28 @@ async def differences(dsn: str, url: str, start: int, end: int, schema: str = "i
         if tx is None:
             problems.append(f"stored transaction {row['hash']} is not served")
             continue
-        served = {
-            "block_height": tx.block_height, "tx_index": tx.index, "success": tx.success,
-            "gas_wanted": tx.gas_wanted, "gas_used": tx.gas_used, "memo": tx.memo,
-            "content_raw": tx.content_raw,
-            "gas_fee_amount": tx.gas_fee.amount if tx.gas_fee else None,
-            "gas_fee_denom": tx.gas_fee.denom if tx.gas_fee else None,
-            "messages": orjson.loads(bytes(tx.messages)),
-            "response": orjson.loads(bytes(tx.response)),
-        }
-        for field, value in served.items():
-            stored = row[field]
-            if field in ("messages", "response"):
-                stored = orjson.loads(stored)
-            if stored != value:
-                problems.append(f"transaction {tx.hash} {field}: {stored!r:.80} != {value!r:.80}")
+        for field, stored, value in transaction_differences(row, tx):
+            problems.append(f"transaction {tx.hash} {field}: {stored!r:.80} != {value!r:.80}")
     return problems
+
+
+def transaction_differences(row, tx) -> list[tuple[str, object, object]]:
+    """(column, stored, served) for each column of a stored transaction row that differs
+    from the transaction as served; JSON columns compare as JSON."""
+    served = {
+        "block_height": tx.block_height, "tx_index": tx.index, "success": tx.success,
+        "gas_wanted": tx.gas_wanted, "gas_used": tx.gas_used, "memo": tx.memo,
+        "content_raw": tx.content_raw,
+        "gas_fee_amount": tx.gas_fee.amount if tx.gas_fee else None,
+        "gas_fee_denom": tx.gas_fee.denom if tx.gas_fee else None,
+        "messages": orjson.loads(bytes(tx.messages)),
+        "response": orjson.loads(bytes(tx.response)),
+    }
+    out = []
+    for field, value in served.items():
+        stored = row[field]
+        if field in ("messages", "response"):
+            stored = orjson.loads(stored)
+        if stored != value:
+            out.append((field, stored, value))
+    return out
