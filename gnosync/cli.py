@@ -237,6 +237,7 @@ async def _observe_server(
 @click.option("--from", "start", type=click.IntRange(min=0), required=True, help="First height.")
 @click.option("--to", "end", type=click.IntRange(min=0), required=True, help="Last height (inclusive).")
 @click.option("--batch-size", type=int, help="Most blocks per batch [default: 5000].")
+@click.option("--fetch-concurrency", type=int, help="Ranges fetched at once [default: 4].")
 def sync_command(start: int, end: int, **flags: Any) -> None:
     """Sync exactly heights FROM..TO once and exit."""
     if end < start:
@@ -400,7 +401,7 @@ def repair(start: int | None, end: int | None, against_source: bool, as_json: bo
 @click.option("--stall-seconds", type=click.FloatRange(min=0), help="How long a stalled request waits [default: 0.5 with --fault-rate, else 30].")
 @click.option("--profile", type=click.Choice(["sparse", "dense"]), help="Chain shape for benchmarks: sparse (gnoland1's density, with its real transactions when the exports are found) or dense (about 20 transactions on every block).")
 @click.option("--prepare/--no-prepare", default=None, help="Encode the answers to gnosync's queries for the whole chain before serving, as far as the answer cache holds them [default: with --profile].")
-@click.option("--answer-cache-mb", type=click.IntRange(min=0), default=1024, show_default=True, help="Memory for encoded answers (MB); 0 encodes every answer afresh.")
+@click.option("--answer-cache-mb", type=click.IntRange(min=0), help="Memory for encoded answers (MB); 0 encodes every answer afresh [default: 1024, 768 with --profile dense].")
 def devnet(
     host: str,
     port: int,
@@ -416,7 +417,7 @@ def devnet(
     stall_seconds: float | None,
     profile: str | None,
     prepare: bool | None,
-    answer_cache_mb: int,
+    answer_cache_mb: int | None,
 ) -> None:
     """Serve a deterministic tx-indexer-compatible test chain over HTTP.
 
@@ -434,7 +435,7 @@ def devnet(
         genesis=not no_genesis,
         txs_files=list(txs_files),
         profile=profile,
-        answer_cache_mb=answer_cache_mb,
+        **({} if answer_cache_mb is None else {"answer_cache_mb": answer_cache_mb}),
     )
     if fault_rate is not None:
         stall = 0.5 if stall_seconds is None else stall_seconds

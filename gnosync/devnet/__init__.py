@@ -9,7 +9,19 @@ Tests, benchmarks and the quickstart use it in place of a real tx-indexer::
 
 It serves the part of tx-indexer's GraphQL API that gnosync uses (``latestBlockHeight``,
 ``getBlocks``, ``getTransactions``) with the same names, types, filters, element cap and
-genesis quirks; see :mod:`gnosync.devnet.chain` and :mod:`gnosync.devnet.executor`.
+genesis quirks; see :mod:`gnosync.devnet.chain` and :mod:`gnosync.devnet.executor`. New
+blocks are pushed to ``getBlocks`` subscribers over websocket
+(:mod:`gnosync.devnet.subscriptions`).
+
+For benchmarks it is never the bottleneck: ``ChainConfig(profile="sparse" | "dense")``
+shapes the chain like gnoland1 or packs ~20 transactions into every block, and gnosync's
+own queries are answered from JSON encoded once per height
+(:mod:`gnosync.devnet.fragments`; ``chain.prepare(encode=True)`` encodes ahead)::
+
+    chain = Chain(ChainConfig(profile="sparse", blocks=1_000_000))
+    chain.prepare(encode=True)
+    with running_devnet(chain) as url:
+        ...
 
 It also fails on demand, for tests and chaos runs: HTTP errors, stalls, connection
 resets, malformed or wrong answers, lagging or backwards heights
@@ -17,7 +29,7 @@ resets, malformed or wrong answers, lagging or backwards heights
 the ``/control/*`` routes (:mod:`gnosync.devnet.server`).
 """
 
-from gnosync.devnet.chain import Chain, ChainConfig
+from gnosync.devnet.chain import PROFILES, Chain, ChainConfig, gnoland1_exports
 from gnosync.devnet.executor import DEFAULT_MAX_ELEMENTS, Executor, devnet_schema, schema_sdl
 from gnosync.devnet.faults import FaultInjector, Faults
 from gnosync.devnet.server import DEFAULT_PORT, DevnetServer, running_devnet, serve_forever
@@ -25,6 +37,7 @@ from gnosync.devnet.server import DEFAULT_PORT, DevnetServer, running_devnet, se
 __all__ = [
     "DEFAULT_MAX_ELEMENTS",
     "DEFAULT_PORT",
+    "PROFILES",
     "Chain",
     "ChainConfig",
     "DevnetServer",
@@ -32,6 +45,7 @@ __all__ = [
     "FaultInjector",
     "Faults",
     "devnet_schema",
+    "gnoland1_exports",
     "running_devnet",
     "schema_sdl",
     "serve_forever",

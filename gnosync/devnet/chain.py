@@ -57,6 +57,7 @@ import base64
 import binascii
 import bisect
 import dataclasses
+import functools
 import hashlib
 import math
 import os
@@ -67,7 +68,7 @@ import threading
 import time as _time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ def gnoland1_exports() -> list[Path]:
     return []
 
 
-# A profile's values replace the fields a config leaves at their defaults.
+# A profile's values for the fields a config is not given.
 PROFILES: dict[str, dict[str, Any]] = {
     # gnoland1: 2,795 transactions over 3.4 million blocks, in bursts. With the exports
     # they are placed by timestamp over GNOLAND1_HEIGHT blocks (a chain of 1,000,000
@@ -147,6 +148,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "dense_txs": (10, 30),
         "tx_templates": 4096,
         "read_ahead": 2,
+        # Its answers take ~60 MB per 1,000 blocks: keep the process near 1 GB.
+        "answer_cache_mb": 768,
     },
 }
 
@@ -162,9 +165,9 @@ class ChainConfig:
     ``/work/shared/data/gnoland1/*.jsonl``) that replace the generated transactions of
     heights ``1..txs_span`` (default: ``1..blocks``).
 
-    ``profile`` (``"sparse"`` or ``"dense"``, see :data:`PROFILES`) sets the fields left
-    at their defaults; ``sparse`` also takes the gnoland1 exports as ``txs_files`` when
-    none are given and :func:`gnoland1_exports` finds them. ``tx_templates`` > 0 makes
+    ``profile`` (``"sparse"`` or ``"dense"``, see :data:`PROFILES`) sets the fields not
+    given; ``sparse`` also takes the gnoland1 exports as ``txs_files`` when none are
+    given and :func:`gnoland1_exports` finds them. ``tx_templates`` > 0 makes
     generated transactions copies of that many pre-made ones, each with its own
     signature (so its own hash): much cheaper to make, for chains of millions of
     transactions. ``answer_cache_mb`` bounds the encoded answers a server keeps and
@@ -243,12 +246,9 @@ class ChainConfig:
             raise ValueError(
                 f"unknown profile {self.profile!r}; known profiles: {', '.join(PROFILES)}"
             )
-        defaults = {
-            f.name: f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
-            for f in fields(ChainConfig)
-        }
+        explicit = getattr(self, "_explicit", frozenset())
         for name, value in values.items():
-            if getattr(self, name) == defaults[name]:
+            if name not in explicit:
                 setattr(self, name, value)
         if self.profile == "sparse" and not self.txs_files:
             exports = gnoland1_exports()
@@ -256,6 +256,22 @@ class ChainConfig:
                 self.txs_files = list(exports)
                 if self.txs_span is None:
                     self.txs_span = GNOLAND1_HEIGHT
+
+
+def _recording_explicit(init: Callable[..., None]) -> Callable[..., None]:
+    """``ChainConfig.__init__``, remembering which fields the caller gave (a profile
+    sets only the others; ``dataclasses.replace`` gives them all)."""
+    names = [f.name for f in fields(ChainConfig)]
+
+    @functools.wraps(init)
+    def __init__(self: ChainConfig, *args: Any, **kwargs: Any) -> None:
+        self._explicit = frozenset(names[: len(args)]) | frozenset(kwargs)
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+ChainConfig.__init__ = _recording_explicit(ChainConfig.__init__)  # type: ignore[method-assign]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -758,9 +774,10 @@ class Chain:
         # Transactions: a bounded cache of materialised heights, and the hash index.
         self._tx_cache: OrderedDict[int, list[_Tx]] = OrderedDict()
         self._tx_cached = 0  # transactions in _tx_cache
-        # base64 hash -> height << 32 | index (ints: a million of them stay cheap for
-        # the memory and the garbage collector)
+        # base64 hash -> height << 32 | index, for heights 1..indexed_upto (and
+        # genesis); filled on the first lookup by hash, as few clients make any.
         self._by_hash: dict[str, int] = {}
+        self._indexed_upto = 0
         # Templated transactions made while hashing, kept for the encoder that follows.
         self._recent_lights: OrderedDict[int, list[_Light]] = OrderedDict()
         self._recent_light_txs = 0
@@ -1006,7 +1023,8 @@ class Chain:
             templates = []
             for _ in range(self.config.tx_templates):
                 amino = self._make_amino(rng)
-                templates.append(_Template.make(amino, self._make_result(amino, rng, genesis=False)))
+                result = self._make_result(amino, rng, genesis=False)
+                templates.append(_Template.make(amino, result))
             self._templates = templates
         return templates
 
@@ -1016,11 +1034,12 @@ class Chain:
 
     def _take_light_txs(self, height: int, count: int) -> list[_Light]:
         """:meth:`_light_txs`, taken from those hashing just made when it did."""
-        lights = self._recent_lights.pop(height, None)
-        if lights is None:
-            return self._light_txs(height, count)
-        self._recent_light_txs -= len(lights)
-        return lights
+        with self._lock:
+            lights = self._recent_lights.pop(height, None)
+            if lights is not None:
+                self._recent_light_txs -= len(lights)
+                return lights
+        return self._light_txs(height, count)
 
     def _light_txs(self, height: int, count: int) -> list[_Light]:
         """The transactions of a templated height, lightly: (template, signature,
@@ -1390,11 +1409,29 @@ class Chain:
 
     def transaction_by_hash(self, tx_hash: str) -> dict[str, Any] | None:
         """The transaction with this (base64) hash, or None."""
-        self._ensure_hashed(self._tip)
-        where = self._by_hash.get(tx_hash)
-        if where is None or where >> 32 > self._tip:
-            return None
-        return self._txs_at(where >> 32)[where & 0xFFFFFFFF].full_view()
+        with self._lock:
+            self._index_hashes(self._tip)
+            where = self._by_hash.get(tx_hash)
+            if where is None or where >> 32 > self._tip:
+                return None
+            return self._txs_at(where >> 32)[where & 0xFFFFFFFF].full_view()
+
+    def _index_hashes(self, upto: int) -> None:
+        """Index the transactions of heights up to ``upto`` by hash."""
+        if upto <= self._indexed_upto:
+            return
+        by_hash = self._by_hash
+        for height in self.tx_heights(self._indexed_upto + 1, upto):
+            if height == 0:
+                continue
+            at = height << 32
+            if height not in self._tx_cache and self._templated(height):
+                for index, light in enumerate(self._light_txs(height, self._tx_count[height])):
+                    by_hash.setdefault(light[4].decode(), at | index)
+            else:
+                for tx in self._txs_at(height):
+                    by_hash.setdefault(tx.hash, at | tx.index)
+        self._indexed_upto = upto
 
     # ------------------------------------------------------------------ blocks
 
@@ -1422,15 +1459,11 @@ class Chain:
     def _data_hash(self, height: int) -> bytes:
         digest = self._data_hashes.get(height)
         if digest is None:
-            by_hash = self._by_hash
-            at = height << 32
             if height not in self._tx_cache and self._templated(height):
-                # Only digests and hashes are needed: skip the transaction objects, and
-                # keep the light ones a while for the encoder (gnosync.devnet.fragments).
+                # Only digests are needed: skip the transaction objects, and keep the
+                # light ones a while for the encoder (gnosync.devnet.fragments).
                 lights = self._light_txs(height, self._tx_count.get(height, 0))
                 digest = hashlib.sha256(b"".join([light[3] for light in lights])).digest()
-                for index, light in enumerate(lights):
-                    by_hash.setdefault(light[4].decode(), at | index)
                 recent = self._recent_lights
                 recent[height] = lights
                 self._recent_light_txs += len(lights)
@@ -1439,8 +1472,6 @@ class Chain:
             else:
                 txs = self._txs_at(height)
                 digest = hashlib.sha256(b"".join(tx.digest for tx in txs)).digest()
-                for tx in txs:
-                    by_hash.setdefault(tx.hash, at | tx.index)
             self._data_hashes[height] = digest
         return digest
 

@@ -15,8 +15,9 @@ gets HTTP 400 with ``{"error": "..."}``):
 
 * ``GET /control/faults``: the fault config (``faults``), ``counts`` of injected faults
   by kind, ``injected``, ``requests``, and the chain's ``chain_id``, ``seed``,
-  ``lowest``, ``tip``, plus ``up``, ``outages``, and the open websocket ``sessions``
-  and ``subscriptions``. Every control route answers this.
+  ``lowest``, ``tip``, plus ``up``, ``outages``, the open websocket ``sessions`` and
+  ``subscriptions``, and the ``answer_cache`` of encoded answers (its size and counts).
+  Every control route answers this.
 * ``POST /control/faults`` ``{"http_503": 0.1, ...}``: merge fields into the config
   (see :class:`gnosync.devnet.faults.Faults`); an unknown field or bad value is a 400.
 * ``POST /control/faults/reset``: every rate back to 0 (``{"counts": true}`` zeroes
@@ -201,7 +202,7 @@ class DevnetServer:
 
     async def go_down(self) -> None:
         """Stop listening (new connections are refused) and close open connections,
-        idle keep-alive ones and those with a request in progress alike."""
+        idle keep-alive ones, those with a request in progress and websockets alike."""
         if self._runner is None:
             raise RuntimeError("the devnet server is not running")
         if self._site is None:
@@ -361,6 +362,7 @@ class DevnetServer:
             "outages": self.outages,
             "sessions": len(self.hub.sessions),
             "subscriptions": self.hub.subscriptions,
+            "answer_cache": chain.fragments.snapshot(),
         }
 
     async def _control_faults(self, request: web.Request) -> web.Response:
@@ -532,21 +534,30 @@ def serve_forever(
     port: int = DEFAULT_PORT,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     faults: Faults | None = None,
+    *,
+    prepare: bool = False,
 ) -> int:
     """Serve a devnet until SIGINT or SIGTERM; return the exit status (0).
 
-    Prints one line once the server listens::
+    With ``prepare``, hashes the chain and encodes the answers to gnosync's queries
+    (``Chain.prepare(encode=True)``) before listening. Prints one line once the server
+    listens::
 
         gnosync devnet serving chain '<id>' heights <lowest>..<tip> at http://HOST:PORT/graphql/query
 
     and, when ``faults`` makes anything happen, a second line about them.
     """
     chain = Chain(config)
-    return asyncio.run(_serve(chain, host, port, max_elements, faults))
+    return asyncio.run(_serve(chain, host, port, max_elements, faults, prepare))
 
 
 async def _serve(
-    chain: Chain, host: str, port: int, max_elements: int, faults: Faults | None = None
+    chain: Chain,
+    host: str,
+    port: int,
+    max_elements: int,
+    faults: Faults | None = None,
+    prepare: bool = False,
 ) -> int:
     server = DevnetServer(chain, host=host, port=port, max_elements=max_elements, faults=faults)
     stop = asyncio.Event()
@@ -558,8 +569,12 @@ async def _serve(
             installed.append(signum)
         except (NotImplementedError, RuntimeError):  # not on this platform / thread
             pass
-    await server.start()
     try:
+        if prepare:
+            await asyncio.to_thread(chain.prepare, encode=True)
+            if stop.is_set():
+                return 0
+        await server.start()
         print(
             f"gnosync devnet serving chain '{chain.chain_id}' heights "
             f"{chain.lowest}..{chain.tip} at {server.url}",
@@ -567,10 +582,12 @@ async def _serve(
         )
         if server.faults.active:
             rate = server.faults.transport_rate
+            drops = server.faults.drop_subscriptions
             print(
                 f"gnosync devnet injecting faults: {rate:.3g} of requests fail"
-                f" (seed {server.faults.seed}, stalls {server.faults.stall_seconds:g}s);"
-                f" see {server.base_url}{CONTROL_PATH}/faults",
+                f" (seed {server.faults.seed}, stalls {server.faults.stall_seconds:g}s)"
+                + (f", {drops:.3g} of pushed blocks cut the subscription" if drops else "")
+                + f"; see {server.base_url}{CONTROL_PATH}/faults",
                 flush=True,
             )
         try:
