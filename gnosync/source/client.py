@@ -265,21 +265,35 @@ class SourceClient:
         return blocks
 
     async def transactions(self, start: int, end: int) -> list[Transaction]:
-        """All transactions of heights ``start..end``, in (height, index) order."""
+        """All transactions of heights ``start..end``, in (height, index) order.
+
+        A capped answer is the first transactions in order, so every height below its
+        last one is complete: those are kept and the next query starts at that last
+        height. Nothing is fetched twice but the one height the cap cut through.
+        """
         if start == 0 and end > 0:
             return await self.transactions(0, 0) + await self.transactions(1, end)
-        data, capped = await self._query(
-            queries.TRANSACTIONS,
-            {"where": queries.transactions_where(start, end)},
-            _TransactionsData,
-        )
-        txs = data.getTransactions or []
-        if not capped and len(txs) < self.max_elements:
-            return txs
-        if start == end:
-            return await self._transactions_of_height(start)
-        middle = (start + end) // 2
-        return await self.transactions(start, middle) + await self.transactions(middle + 1, end)
+        result: list[Transaction] = []
+        cursor = start
+        while cursor <= end:
+            data, capped = await self._query(
+                queries.TRANSACTIONS,
+                {"where": queries.transactions_where(cursor, end)},
+                _TransactionsData,
+            )
+            txs = data.getTransactions or []
+            if not capped and len(txs) < self.max_elements:
+                result.extend(txs)
+                return result
+            cut = txs[-1].block_height if txs else cursor
+            if cut <= cursor:
+                # One height holds more transactions than the cap: page through it.
+                result.extend(await self._transactions_of_height(cursor))
+                cursor += 1
+                continue
+            result.extend(tx for tx in txs if tx.block_height < cut)
+            cursor = cut
+        return result
 
     async def _transactions_of_height(self, height: int) -> list[Transaction]:
         """One height with more transactions than the cap: page through it by index."""
