@@ -40,7 +40,7 @@ from gnosync.sync.model import Batch  # noqa: E402
 from gnosync.sync.pipeline import RangeSizer  # noqa: E402
 from gnosync.sync.syncer import fetch_batch  # noqa: E402
 
-BATCH_BLOCKS = 5000
+BATCH_BLOCKS = 10_000
 BATCH_TXS = 5000
 
 

@@ -81,6 +81,7 @@ async def _store(settings: Settings, *, migrate: bool) -> AsyncIterator[Store]:
         schema=settings.db_schema,
         component=settings.component,
         checkpoint_every=settings.checkpoint_every,
+        durable_commits=settings.durable_commits,
     )
     try:
         if migrate:
@@ -132,7 +133,7 @@ def main() -> None:
 
 @main.command()
 @_common
-@click.option("--batch-size", type=int, help="Most blocks per batch [default: 5000].")
+@click.option("--batch-size", type=int, help="Most blocks per batch [default: 10000].")
 @click.option("--interval", type=float, help="Seconds between polls at the tip [default: 1].")
 @click.option("--start-height", type=int, help="First height of a new sync [default: the lowest served].")
 @click.option("--fetch-concurrency", type=int, help="Ranges fetched at once during a catch-up [default: 4].")
@@ -236,7 +237,7 @@ async def _observe_server(
 @_common
 @click.option("--from", "start", type=click.IntRange(min=0), required=True, help="First height.")
 @click.option("--to", "end", type=click.IntRange(min=0), required=True, help="Last height (inclusive).")
-@click.option("--batch-size", type=int, help="Most blocks per batch [default: 5000].")
+@click.option("--batch-size", type=int, help="Most blocks per batch [default: 10000].")
 @click.option("--fetch-concurrency", type=int, help="Ranges fetched at once [default: 4].")
 def sync_command(start: int, end: int, **flags: Any) -> None:
     """Sync exactly heights FROM..TO once and exit."""

@@ -167,7 +167,9 @@ def test_range_sizer_follows_density():
     from gnosync.sync.pipeline import RangeSizer
 
     sizer = RangeSizer(max_blocks=5000, target_txs=1000)
-    assert sizer.next_size() == 5000  # nothing seen yet: empty chains are the common case
+    assert sizer.next_size() == 64  # nothing seen yet: probe before committing memory
+    sizer.observe(blocks=64, transactions=0)
+    assert sizer.next_size() == 5000  # empty stretches get the largest ranges
     sizer.observe(blocks=100, transactions=2000)  # 20 per block
     assert sizer.next_size() < 200
     for _ in range(20):

@@ -255,14 +255,23 @@ class SourceClient:
         return result
 
     async def _blocks(self, start: int, end: int) -> list[Block]:
-        data, capped = await self._query(
-            queries.BLOCKS, {"where": queries.blocks_where(start, end)}, _BlocksData
-        )
-        blocks = data.getBlocks or []
-        if (capped or len(blocks) >= self.max_elements) and start < end:
-            middle = (start + end) // 2
-            return await self._blocks(start, middle) + await self._blocks(middle + 1, end)
-        return blocks
+        """One query's worth of blocks; a capped answer is continued after its last
+        height (tx-indexer flags an answer of exactly the cap as capped too)."""
+        result: list[Block] = []
+        cursor = start
+        while cursor <= end:
+            data, capped = await self._query(
+                queries.BLOCKS, {"where": queries.blocks_where(cursor, end)}, _BlocksData
+            )
+            blocks = data.getBlocks or []
+            result.extend(blocks)
+            if not blocks or not (capped or len(blocks) >= self.max_elements):
+                return result
+            last = blocks[-1].height
+            if last >= end or last < cursor:
+                return result  # complete, or nonsense that validation will name
+            cursor = last + 1
+        return result
 
     async def transactions(self, start: int, end: int) -> list[Transaction]:
         """All transactions of heights ``start..end``, in (height, index) order.

@@ -71,6 +71,7 @@ PING = "SELECT 1"
 # Transactions on the writer connection, which asyncpg's transaction object does not manage.
 BEGIN = "BEGIN"
 COMMIT = "COMMIT"
+ASYNC_COMMIT = "SET LOCAL synchronous_commit TO off"
 ROLLBACK = "ROLLBACK"
 ADVISORY_XACT_LOCK = "SELECT pg_advisory_xact_lock($1)"
 

@@ -64,6 +64,7 @@ class Store:
         uri: str | None = None,
         secret: str | None = None,
         checkpoint_every: int = 10_000,
+        durable_commits: bool = True,
     ):
         if checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be 0 or more, got {checkpoint_every}")
@@ -73,6 +74,10 @@ class Store:
         self.component = component
         self.where = where  # host:port/database, for messages
         self.checkpoint_every = checkpoint_every  # 0: no checkpoints
+        # False: COMMIT returns before the WAL reaches disk. A PostgreSQL crash may then
+        # lose the last batches, but together with the app_state that records them, so
+        # gnosync syncs them again: the copy stays consistent, only fresher data is at risk.
+        self.durable_commits = durable_commits
         self._uri = uri  # for the writer connection
         self._secret = secret  # the DSN's password, scrubbed from messages
         self._lock_key = writer_lock_key(schema, component)
@@ -96,6 +101,7 @@ class Store:
         min_size: int = 1,
         max_size: int = 4,
         checkpoint_every: int = 10_000,
+        durable_commits: bool = True,
     ) -> Store:
         """Open a pool to ``dsn`` (URI or key=value form); fails fast if it cannot connect.
 
@@ -143,6 +149,7 @@ class Store:
             uri=uri,
             secret=password_of(dsn),
             checkpoint_every=checkpoint_every,
+            durable_commits=durable_commits,
         )
 
     async def close(self) -> None:
@@ -435,6 +442,8 @@ class Store:
         block_rows = [block_row(block) for block in batch.blocks]
         tx_rows = [transaction_row(tx) for tx in batch.transactions]
         async with self._writing(f"committing blocks {batch.start}..{batch.end}") as conn:
+            if not self.durable_commits:
+                await conn.execute(sql.ASYNC_COMMIT)
             await self._copy(conn, block_rows, tx_rows)
             await self._write_checkpoints(conn, boundaries(batch.start, batch.end, self.checkpoint_every))
             await self.state.update_last_block(

@@ -27,17 +27,23 @@ OnRetry = Callable[[BaseException, int, float], Awaitable[None]]
 class RangeSizer:
     """Chooses the next range's size from the transaction density seen so far."""
 
-    def __init__(self, max_blocks: int, target_txs: int, min_blocks: int = 16):
+    def __init__(self, max_blocks: int, target_txs: int, min_blocks: int = 16, probe_blocks: int = 64):
         self.max_blocks = max_blocks
         self.target_txs = target_txs
         self.min_blocks = min(min_blocks, max_blocks)
-        self.density = 0.0  # transactions per block, exponentially weighted
+        self.probe_blocks = min(probe_blocks, max_blocks)
+        self.density: float | None = None  # transactions per block, exponentially weighted
 
     def observe(self, blocks: int, transactions: int) -> None:
         if blocks:
-            self.density = 0.5 * self.density + 0.5 * (transactions / blocks)
+            seen = transactions / blocks
+            self.density = seen if self.density is None else 0.5 * self.density + 0.5 * seen
 
     def next_size(self) -> int:
+        if self.density is None:
+            # Nothing seen yet: a small first range, so a dense chain cannot fill memory
+            # with several huge batches before the density is known.
+            return self.probe_blocks
         if self.density <= 0:
             return self.max_blocks
         size = int(self.target_txs / self.density)
