@@ -34,6 +34,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import DEFAULT_PG, GNOSYNC, devnet_process, run_measured, scratch_database, table  # noqa: E402
+from gnosync.settings import Settings  # noqa: E402
 from gnosync.source.pool import SourcePool  # noqa: E402
 from gnosync.store import Store  # noqa: E402
 from gnosync.sync.model import Batch  # noqa: E402
@@ -82,7 +83,11 @@ async def source_limit(url: str, tip: int, concurrency: int) -> tuple[float, int
 async def write_limit(url: str, count: int, concurrency: int) -> tuple[float, int, int]:
     _, _, batches = await fetch_ranges(url, 0, count - 1, concurrency, keep=True)
     async with scratch_database() as dsn:
-        store = await Store.connect(dsn)
+        # The same commit settings as `gnosync sync` uses by default.
+        defaults = Settings()
+        store = await Store.connect(
+            dsn, checkpoint_every=defaults.checkpoint_every, durable_commits=defaults.durable_commits
+        )
         try:
             await store.migrate()
             started = time.perf_counter()
