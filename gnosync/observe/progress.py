@@ -27,9 +27,10 @@ class BackfillProgress:
     every ``every`` seconds, so long backfills stay visible in plain logs.
     """
 
-    def __init__(self, *, terminal: bool | None = None, every: float = 10.0):
+    def __init__(self, *, terminal: bool | None = None, every: float = 10.0, console: Console | None = None):
         self.terminal = sys.stderr.isatty() if terminal is None else terminal
         self.every = every
+        self.console = console
         self._bar: Progress | None = None
         self._task = None
         self._first: int | None = None
@@ -56,7 +57,7 @@ class BackfillProgress:
                 TextColumn("height {task.completed:,.0f} / {task.total:,.0f}"),
                 _BlocksPerSecond(),
                 TimeRemainingColumn(),
-                console=Console(stderr=True),
+                console=self.console or Console(stderr=True),
                 transient=True,
             )
             self._bar.start()
