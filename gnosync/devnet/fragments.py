@@ -58,6 +58,7 @@ from gnosync.devnet.chain import _MASK64 as MASK64
 from gnosync.devnet.chain import _NS as NS
 from gnosync.devnet.chain import APP_VERSION, BLOCK_INTERVAL_NS, VERSION
 from gnosync.devnet.filters import U64_MAX, range_bounds
+from gnosync.source import queries
 
 if TYPE_CHECKING:
     from gnosync.devnet.chain import Chain, _Template, _Tx
@@ -75,47 +76,12 @@ INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 _encode = msgspec.json.Encoder().encode
 
-# The selection sets the fragments encode, by kind (what gnosync's documents select).
+# The selection sets the fragments encode, by kind: exactly what gnosync's documents
+# select (taken from them, so the two cannot drift apart).
 SELECTIONS: dict[str, str] = {
-    "blocks": """{
-        hash height version chain_id time num_txs total_txs app_version
-        last_block_hash last_commit_hash validators_hash next_validators_hash
-        consensus_hash app_hash last_results_hash proposer_address_raw
-        txs { hash fee { gas_wanted gas_fee { amount denom } } memo content_raw }
-    }""",
+    "blocks": "{" + queries.BLOCK_FIELDS + "}",
     "heights": "{ height }",
-    "transactions": """{
-        index hash success block_height gas_wanted gas_used
-        gas_fee { amount denom }
-        content_raw memo
-        messages {
-          typeUrl route
-          value {
-            __typename
-            ... on BankMsgSend { from_address to_address amount }
-            ... on MsgCall { caller send pkg_path func args max_deposit }
-            ... on MsgAddPackage {
-              creator send max_deposit
-              package { name path files { name body } }
-            }
-            ... on MsgRun {
-              caller send max_deposit
-              package { name path files { name body } }
-            }
-            ... on UnexpectedMessage { raw }
-          }
-        }
-        response {
-          log info error data
-          events {
-            __typename
-            ... on GnoEvent { type pkg_path attrs { key value } }
-            ... on StorageDepositEvent { type bytes_delta fee_delta { amount denom } pkg_path }
-            ... on StorageUnlockEvent { type bytes_delta fee_refund { amount denom } pkg_path }
-            ... on UnknownEvent { value }
-          }
-        }
-    }""",
+    "transactions": "{" + queries.TRANSACTION_FIELDS + "}",
 }
 
 # root field -> (its where input type, the order argument's ascending value)

@@ -147,6 +147,20 @@ def create_database(name: str) -> str:
     return f"CREATE DATABASE {quote_ident(name)}"
 
 
+# The end of the stored range moves only upwards: a batch stored below it (prepended,
+# or replaced by a repair) leaves last_block_h, its hash and last_tx_hash alone.
+_MOVE_TOP_ONLY = (
+    " last_block_h = GREATEST(a.last_block_h, EXCLUDED.last_block_h),"
+    " last_block_hash = CASE"
+    "  WHEN a.last_block_h IS NULL OR EXCLUDED.last_block_h >= a.last_block_h"
+    "  THEN EXCLUDED.last_block_hash ELSE a.last_block_hash END,"
+    " last_tx_hash = CASE"
+    "  WHEN (a.last_block_h IS NULL OR EXCLUDED.last_block_h >= a.last_block_h)"
+    "   AND EXCLUDED.last_tx_hash IS NOT NULL"
+    "  THEN EXCLUDED.last_tx_hash ELSE a.last_tx_hash END,"
+)
+
+
 def quote_ident(name: str) -> str:
     """``name`` as a quoted SQL identifier, whatever characters it holds."""
     if not name:
@@ -216,14 +230,7 @@ class Statements:
             " updated_at)"
             " VALUES ($1, $2, $3, $4, now(), $5, 0, NULL, $6, now())"
             " ON CONFLICT (component) DO UPDATE SET"
-            " last_block_h = GREATEST(a.last_block_h, EXCLUDED.last_block_h),"
-            " last_block_hash = CASE"
-            "  WHEN a.last_block_h IS NULL OR EXCLUDED.last_block_h >= a.last_block_h"
-            "  THEN EXCLUDED.last_block_hash ELSE a.last_block_hash END,"
-            " last_tx_hash = CASE"
-            "  WHEN (a.last_block_h IS NULL OR EXCLUDED.last_block_h >= a.last_block_h)"
-            "   AND EXCLUDED.last_tx_hash IS NOT NULL"
-            "  THEN EXCLUDED.last_tx_hash ELSE a.last_tx_hash END,"
+            + _MOVE_TOP_ONLY +
             " last_sync_time = now(),"
             " status = EXCLUDED.status,"
             " error_count = 0,"
@@ -405,14 +412,7 @@ class Statements:
             " updated_at)"
             " VALUES ($1, $2, $3, $4, now(), 'stopped', 0, NULL, $5, now())"
             " ON CONFLICT (component) DO UPDATE SET"
-            " last_block_h = GREATEST(a.last_block_h, EXCLUDED.last_block_h),"
-            " last_block_hash = CASE"
-            "  WHEN a.last_block_h IS NULL OR EXCLUDED.last_block_h >= a.last_block_h"
-            "  THEN EXCLUDED.last_block_hash ELSE a.last_block_hash END,"
-            " last_tx_hash = CASE"
-            "  WHEN (a.last_block_h IS NULL OR EXCLUDED.last_block_h >= a.last_block_h)"
-            "   AND EXCLUDED.last_tx_hash IS NOT NULL"
-            "  THEN EXCLUDED.last_tx_hash ELSE a.last_tx_hash END,"
+            + _MOVE_TOP_ONLY +
             " chain_id = COALESCE(a.chain_id, EXCLUDED.chain_id),"
             " updated_at = now()"
         )
