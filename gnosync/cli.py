@@ -215,12 +215,8 @@ async def _observe_server(
             return False, f"{lag} blocks behind the tip (ready within {settings.ready_max_lag})"
         return True, f"{lag} blocks behind the tip"
 
-    def alive() -> tuple[bool, str]:
-        ok = follower.liveness.alive()
-        return ok, f"last turn {follower.liveness.age:.1f}s ago"
-
     server = ObserveServer(
-        host, port, metrics=follower.metrics, ready=ready, alive=alive,
+        host, port, metrics=follower.metrics, ready=ready, alive=follower.liveness.alive,
         status=lambda: status_report(store, source, settings.component),
     )
     try:

@@ -74,10 +74,6 @@ class Settings(BaseSettings):
             "max_response_bytes": self.max_response_bytes,
         }
 
-
-def _split(value: str | None) -> list[str]:
-    return [part.strip() for part in (value or "").split(",") if part.strip()]
-
     @classmethod
     def settings_customise_sources(
         cls,
@@ -88,6 +84,10 @@ def _split(value: str | None) -> list[str]:
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
 def config_file(explicit: Path | None) -> Path | None:

@@ -27,10 +27,10 @@ def gnosync(*args: str, env: dict | None = None, timeout: float = 120) -> subpro
     )
 
 
-def start(*args: str, env: dict | None = None) -> subprocess.Popen:
+def start(*args: str, env: dict | None = None, http: str = "127.0.0.1:0") -> subprocess.Popen:
     """``gnosync`` in the background; its stderr lines collect in ``proc.lines``."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gnosync", *args, "--log-format", "json", "--http", "127.0.0.1:0"],
+        [sys.executable, "-m", "gnosync", *args, "--log-format", "json", "--http", http],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **(env or {})},
     )
