@@ -1091,7 +1091,7 @@ def print_report(r: dict[str, Any]) -> None:
     for name, e in r["faults_by_endpoint"].items():
         print(f"  endpoint {name}       {e['injected']} of {e['requests']} requests, {e['outages']}"
               " outage(s): " + ", ".join(f"{k} {v}" for k, v in e["counts"].items()))
-    print(f"fault phases (A)   " + ", ".join(f"{p['at_s']:.0f}s {p['phase']}"
+    print("fault phases (A)   " + ", ".join(f"{p['at_s']:.0f}s {p['phase']}"
                                            for p in r["fault_phases_a"]))
     print("recovery (fault end -> next commit):")
     print(f"  all measured     {stats(rec['all_measured'])}")
@@ -1114,7 +1114,7 @@ def print_report(r: dict[str, Any]) -> None:
         print(f"    {e['at_s']:7.1f}s {e['kind']:<13} recovery {rec} (app_state moved {seen})"
               f" {json.dumps(extra)}")
     print(f"gnosync 'recovered' lines {stats(r['gnosync_recovered_lines'])}")
-    print(f"retries by error   " + ", ".join(f"{k}: {v}" for k, v in
+    print("retries by error   " + ", ".join(f"{k}: {v}" for k, v in
                                              r["gnosync_retries_by_error"].items()))
     w = r["writers"]
     print(f"writers            {w['samples']} samples ({w['failed_samples']} failed while the"

@@ -650,18 +650,7 @@ class Executor:
         Raises :class:`RequestError` for a document that does not parse or validate, or
         variables that do not coerce.
         """
-        if not isinstance(query, str) or not query.strip():
-            raise RequestError([_error("no operation provided", "GRAPHQL_VALIDATION_FAILED")])
-        if variables is None:
-            variables = {}
-        if not isinstance(variables, dict):
-            raise RequestError([_error("variables must be a JSON object")], status=400)
-        if operation_name is not None and not isinstance(operation_name, str):
-            raise RequestError([_error("operationName must be a string")], status=400)
-        prepared = self.document(query)
-        if prepared.errors:
-            raise RequestError(prepared.errors, prepared.status)
-        operation = self._operation(prepared, operation_name)
+        prepared, operation, variables = self._request(query, variables, operation_name)
         if operation.operation == OperationType.QUERY:
             return None
         coerced = self._variables(operation, variables)
@@ -728,9 +717,12 @@ class Executor:
                         pending.append(prepared.fragments[name].selection_set)
         return frozenset(names)
 
-    def _run(
-        self, query: Any, variables: Any, operation_name: Any, amend: Amend | None = None
-    ) -> tuple[Any, list[dict[str, Any]]]:
+    def _request(self, query: Any, variables: Any, operation_name: Any) -> tuple[Any, Any, dict]:
+        """A request's parsed document, chosen operation and variables (``{}`` if none).
+
+        Raises :class:`RequestError` as gqlgen answers: no document, variables that are
+        not an object, a document that does not parse or validate.
+        """
         if not isinstance(query, str) or not query.strip():
             raise RequestError([_error("no operation provided", "GRAPHQL_VALIDATION_FAILED")])
         if variables is None:
@@ -742,7 +734,12 @@ class Executor:
         prepared = self.document(query)
         if prepared.errors:
             raise RequestError(prepared.errors, prepared.status)
-        operation = self._operation(prepared, operation_name)
+        return prepared, self._operation(prepared, operation_name), variables
+
+    def _run(
+        self, query: Any, variables: Any, operation_name: Any, amend: Amend | None = None
+    ) -> tuple[Any, list[dict[str, Any]]]:
+        prepared, operation, variables = self._request(query, variables, operation_name)
         coerced = self._variables(operation, variables)
         if operation.operation != OperationType.QUERY:
             raise RequestError(
