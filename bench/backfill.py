@@ -37,7 +37,7 @@ from bench.harness import DEFAULT_PG, GNOSYNC, devnet_process, run_measured, scr
 from gnosync.settings import Settings  # noqa: E402
 from gnosync.source.pool import SourcePool  # noqa: E402
 from gnosync.store import Store  # noqa: E402
-from gnosync.sync.model import Batch  # noqa: E402
+from gnosync.model import Batch  # noqa: E402
 from gnosync.sync.pipeline import RangeSizer  # noqa: E402
 from gnosync.sync.syncer import fetch_batch  # noqa: E402
 

@@ -67,7 +67,7 @@ if str(ROOT) not in sys.path:
 from gnosync.devnet.faults import DATA_KINDS, KINDS, TRANSPORT_KINDS  # noqa: E402
 from gnosync.store.embedded import start_embedded, stop_embedded  # noqa: E402
 from gnosync.store.lock import leader_name, lock_tag, writer_lock_key  # noqa: E402
-from gnosync.sync.model import format_time  # noqa: E402
+from gnosync.model import format_time  # noqa: E402
 from tests.compare import BLOCK_FIELDS, differences, source_data, transaction_differences  # noqa: E402
 
 GNOSYNC = str(Path(sys.executable).with_name("gnosync"))

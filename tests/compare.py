@@ -6,7 +6,7 @@ import asyncpg
 import orjson
 
 from gnosync.source.client import SourceClient
-from gnosync.sync.model import format_time
+from gnosync.model import format_time
 
 BLOCK_FIELDS = [
     "hash", "chain_id", "num_txs", "total_txs", "version", "app_version", "last_block_hash",

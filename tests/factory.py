@@ -7,7 +7,7 @@ import hashlib
 
 import msgspec
 
-from gnosync.sync.model import Batch, Block, BlockRef, BlockTransaction, Coin, Transaction, TxFee
+from gnosync.model import Batch, Block, BlockRef, BlockTransaction, Coin, Transaction, TxFee
 
 
 def digest(*parts: object) -> str:

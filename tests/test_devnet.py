@@ -32,7 +32,7 @@ from graphql import (
 from gnosync.devnet import Chain, ChainConfig, DevnetServer, running_devnet, schema_sdl
 from gnosync.devnet.executor import Executor
 from gnosync.source import queries
-from gnosync.sync import model
+from gnosync import model
 
 REPO = Path(__file__).resolve().parents[1]
 UPSTREAM_SCHEMA = REPO.parent / "shared" / "txindexer" / "schema.graphql"

@@ -26,7 +26,7 @@ from gnosync.devnet.faults import DATA_KINDS, KINDS, TRANSPORT_KINDS, FaultInjec
 from gnosync.errors import BatchInvalid, ChainMismatch, SourceError
 from gnosync.source import queries
 from gnosync.source.client import MalformedResponse, SourceClient
-from gnosync.sync.model import Batch, BlockRef
+from gnosync.model import Batch, BlockRef
 from gnosync.sync.validate import validate_batch
 
 SMALL = dict(blocks=400, dense_start=20, dense_length=40, tx_rate=0.02)

@@ -28,7 +28,7 @@ from gnosync.store import (
 from gnosync.store import sql
 from gnosync.store.dsn import to_uri
 from gnosync.store.migrate import load_migrations, lock_key
-from gnosync.sync.model import (
+from gnosync.model import (
     Batch,
     Block,
     BlockTransaction,

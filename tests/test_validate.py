@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gnosync.errors import BatchInvalid, ChainMismatch
-from gnosync.sync.model import Batch, BlockRef, format_time, parse_time
+from gnosync.model import Batch, BlockRef, format_time, parse_time
 from gnosync.sync.validate import validate_batch
 
 from .factory import make_chain, make_tx

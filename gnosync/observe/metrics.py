@@ -70,7 +70,7 @@ def _epoch(value: datetime | str | None) -> float | None:
     if value is None:
         return None
     if isinstance(value, str):
-        from gnosync.sync.model import parse_time
+        from gnosync.model import parse_time
 
         value = parse_time(value)[0]
     if value.tzinfo is None:

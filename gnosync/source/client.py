@@ -18,7 +18,7 @@ import orjson
 
 from gnosync.errors import NotATxIndexer, SourceError
 from gnosync.source import queries
-from gnosync.sync.model import Block, Transaction
+from gnosync.model import Block, Transaction
 
 SERVER_CAP = 10_000  # tx-indexer's per-query element limit
 CAP_MESSAGE = "max elements per query"

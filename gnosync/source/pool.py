@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from gnosync.errors import BatchInvalid, ChainMismatch, SourceError
 from gnosync.source.client import SourceClient
-from gnosync.sync.model import Block, Transaction
+from gnosync.model import Block, Transaction
 
 COOLDOWN_BASE = 0.25  # seconds out of rotation after one error; doubles per error
 COOLDOWN_MAX = 5.0

@@ -1,7 +1,7 @@
 """Blocks and transactions as the row tuples gnosync COPYs into PostgreSQL.
 
 Pure functions: the tuples follow ``sql.BLOCK_COLUMNS`` and ``sql.TRANSACTION_COLUMNS``.
-Times are split by :func:`gnosync.sync.model.parse_time` into a microsecond
+Times are split by :func:`gnosync.model.parse_time` into a microsecond
 ``datetime`` and the nanoseconds below it. Raw JSON becomes ``str``, which asyncpg's
 binary jsonb codec takes as is.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gnosync.sync.model import Block, Transaction, parse_time
+from gnosync.model import Block, Transaction, parse_time
 
 
 def block_row(block: Block) -> tuple[Any, ...]:

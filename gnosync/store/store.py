@@ -28,7 +28,7 @@ from gnosync.store.checkpoints import boundaries
 from gnosync.store.migrate import apply_migrations
 from gnosync.store.rows import block_row, transaction_row
 from gnosync.store.state import SyncStateRepository, check_status
-from gnosync.sync.model import Batch, BlockRef
+from gnosync.model import Batch, BlockRef
 
 CONNECT_TIMEOUT = 15.0
 # How long ping() and health() wait for an answer before calling the connection down.

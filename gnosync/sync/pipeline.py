@@ -17,8 +17,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from gnosync.retry import RetryPolicy
-from gnosync.sync.model import Batch, BlockRef
-from gnosync.sync.syncer import Committed, Endpoint, Syncer, fetch_batch
+from gnosync.model import Batch, BlockRef
+from gnosync.sync.syncer import Committed, BatchReader, Syncer, fetch_batch
 
 OnCommit = Callable[[Committed, float], None]
 OnRetry = Callable[[BaseException, int, float], Awaitable[None]]
@@ -75,11 +75,11 @@ class Backfill:
         self.sleep = sleep
         self.stopping = stopping
 
-    async def _fetch(self, start: int, end: int) -> tuple[Endpoint, Batch]:
+    async def _fetch(self, start: int, end: int) -> tuple[BatchReader, Batch]:
         """One range, retried under the policy; each try asks the pool for the best
         endpoint again, so a failing one is left for another."""
 
-        async def attempt() -> tuple[Endpoint, Batch]:
+        async def attempt() -> tuple[BatchReader, Batch]:
             endpoint = self.syncer.source.endpoint_for(end)
             return endpoint, await fetch_batch(endpoint, start, end)
 
@@ -95,7 +95,7 @@ class Backfill:
         event ends the run after the batch being committed.
         """
         previous: BlockRef | None = await self.syncer.anchor(start)
-        pending: deque[tuple[int, int, asyncio.Task[tuple[Endpoint, Batch]]]] = deque()
+        pending: deque[tuple[int, int, asyncio.Task[tuple[BatchReader, Batch]]]] = deque()
         next_start = start
         last = start - 1
         loop = asyncio.get_running_loop()

@@ -1,6 +1,6 @@
 """Range sync: fetch a batch, validate it, commit it with the state, in three stages.
 
-``sync/`` knows nothing of HTTP or SQL: it drives a :class:`Source` and a :class:`Store`,
+``sync/`` knows nothing of HTTP or SQL: it drives a :class:`SyncSource` and a :class:`SyncStore`,
 the two small interfaces below, so tests and benchmarks can plug in the real client and
 store and the stages can be pipelined without touching either side.
 """
@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gnosync.errors import BatchInvalid, ChainMismatch, ConfigError
-from gnosync.sync.model import Batch, Block, BlockRef, Transaction
+from gnosync.model import Batch, Block, BlockRef, Transaction
 from gnosync.sync.validate import validate_batch
 
 
-class Endpoint(Protocol):
+class BatchReader(Protocol):
     """One place blocks come from; a batch's blocks and transactions share one."""
 
     url: str
@@ -26,19 +26,19 @@ class Endpoint(Protocol):
     def penalize(self, reason: BaseException) -> None: ...
 
 
-class Source(Protocol):
+class SyncSource(Protocol):
     async def latest_height(self) -> int: ...
     async def lowest_height(self, tip: int) -> int | None: ...
-    def endpoint_for(self, height: int) -> Endpoint: ...
+    def endpoint_for(self, height: int) -> BatchReader: ...
     def health(self) -> list: ...
-    async def confirm(self, origin: Endpoint, height: int, block_hash: str) -> None: ...
+    async def confirm(self, origin: BatchReader, height: int, block_hash: str) -> None: ...
 
 
 class StateRepository(Protocol):
     async def get_last_synced_height(self) -> int | None: ...
 
 
-class Store(Protocol):
+class SyncStore(Protocol):
     state: StateRepository
     is_writer: bool
 
@@ -66,7 +66,7 @@ def batches(start: int, end: int, size: int) -> Iterator[tuple[int, int]]:
         yield first, min(end, first + size - 1)
 
 
-async def fetch_batch(endpoint: Endpoint, start: int, end: int) -> Batch:
+async def fetch_batch(endpoint: BatchReader, start: int, end: int) -> Batch:
     """Blocks ``start..end`` and their transactions from ``endpoint``, unvalidated.
 
     Transactions are asked for only over the heights whose blocks count some: on real
@@ -83,13 +83,13 @@ async def fetch_batch(endpoint: Endpoint, start: int, end: int) -> Batch:
 class Syncer:
     """Moves validated batches from a source into a store, one transaction each."""
 
-    def __init__(self, source: Source, store: Store, *, chain_id: str | None = None):
+    def __init__(self, source: SyncSource, store: SyncStore, *, chain_id: str | None = None):
         self.source = source
         self.store = store
         self.chain_id = chain_id
 
     async def commit(
-        self, endpoint: Endpoint, batch: Batch, previous: BlockRef | None, *, tip: int | None
+        self, endpoint: BatchReader, batch: Batch, previous: BlockRef | None, *, tip: int | None
     ) -> Committed:
         """The ordered stage: validate ``batch`` against ``previous``, then commit it.
 
@@ -129,7 +129,7 @@ class Syncer:
         block = below[0]
         return BlockRef(block.height, block.hash, block.chain_id, block.total_txs)
 
-    async def _check_stored_block(self, endpoint: Endpoint, stored: BlockRef) -> None:
+    async def _check_stored_block(self, endpoint: BatchReader, stored: BlockRef) -> None:
         """A batch that does not link to the stored chain: is the source on another one?"""
         served = await endpoint.blocks(stored.height, stored.height)
         if served and served[0].height == stored.height and served[0].hash != stored.hash:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from gnosync.errors import BatchInvalid, ChainMismatch
-from gnosync.sync.model import Batch, Block, BlockRef, Transaction
+from gnosync.model import Batch, Block, BlockRef, Transaction
 
 # tx-indexer stores genesis transactions in a synthetic block 0 and cannot decode them
 # for Block.txs, so block 0 lists none of the transactions its num_txs counts. The real

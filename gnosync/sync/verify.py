@@ -26,8 +26,8 @@ from gnosync.errors import BatchInvalid, GnosyncError
 from gnosync.retry import RetryPolicy
 from gnosync.store.audit import MAX_HEIGHT, MIN_HEIGHT, AuditBounds, AuditReader
 from gnosync.store.checkpoints import checkpoint_checksum
-from gnosync.sync.model import Batch, Block
-from gnosync.sync.syncer import Endpoint, batches, fetch_batch
+from gnosync.model import Batch, Block
+from gnosync.sync.syncer import BatchReader, batches, fetch_batch
 from gnosync.sync.validate import FIRST_COUNTED_HEIGHT, validate_batch
 
 log = structlog.get_logger("gnosync.verify")
@@ -166,7 +166,7 @@ class AuditStore(Protocol):
 
 class AuditSource(Protocol):
     async def latest_height(self) -> int: ...
-    def endpoint_for(self, height: int) -> Endpoint: ...
+    def endpoint_for(self, height: int) -> BatchReader: ...
 
 
 async def audit(
@@ -413,7 +413,7 @@ async def _compare_with_source(report, store: AuditStore, source: AuditSource, p
             continue
         endpoint = source.endpoint_for(last)
 
-        async def served(endpoint: Endpoint = endpoint, first: int = first, last: int = last) -> list[Block]:
+        async def served(endpoint: BatchReader = endpoint, first: int = first, last: int = last) -> list[Block]:
             return await endpoint.blocks(first, last)
 
         by_height = {block.height: block.hash for block in await _call(policy, served)}
@@ -494,7 +494,7 @@ class RepairStore(AuditStore, Protocol):
 
 
 class RepairSource(AuditSource, Protocol):
-    async def confirm(self, origin: Endpoint, height: int, block_hash: str) -> None: ...
+    async def confirm(self, origin: BatchReader, height: int, block_hash: str) -> None: ...
 
 
 async def repair(
