@@ -241,7 +241,6 @@ class _EncodedTemplate:
     success: bytes
     middle: bytes  # Transaction: from gas_wanted to the opening of content_raw
     tail: bytes  # Transaction: from the end of content_raw to the end of the object
-    block_middle: bytes  # BlockTransaction: from the end of hash to the opening of content_raw
 
 
 def _encoded_template(template: _Template) -> _EncodedTemplate:
@@ -270,15 +269,6 @@ def _encoded_template(template: _Template) -> _EncodedTemplate:
                     b',"response":',
                     _encode(template.response),
                     b"}",
-                )
-            ),
-            block_middle=b"".join(
-                (
-                    b'","fee":',
-                    _encode(template.block_fee),
-                    b',"memo":',
-                    _encode(template.memo),
-                    b',"content_raw":"Tx{',
                 )
             ),
         )
@@ -442,7 +432,8 @@ def encode_range(
             ):
                 encoded = tx_template.encoded or _encoded_template(tx_template)
                 hexed = hexlify(content).upper()
-                parts.append(b"".join((b'{"hash":"', tx_hash, encoded.block_middle, hexed, b'}"}')))
+                # gnosync's BLOCKS document selects only the hashes of a block's txs.
+                parts.append(b'{"hash":"' + tx_hash + b'"}')
                 if with_txs:
                     txs.append(
                         b"".join(
@@ -464,7 +455,7 @@ def encode_range(
             block_txs = b"[" + b",".join(parts) + b"]"
         else:
             chain_txs = chain._txs_at(height)
-            block_txs = _encode([tx.block_view() for tx in chain_txs])
+            block_txs = _encode([{"hash": tx.hash} for tx in chain_txs])
             if with_txs:
                 txs.extend(transaction_fragment(tx) for tx in chain_txs)
         append(

@@ -73,7 +73,7 @@ class EndpointHealth:
         self.consecutive_errors += 1
         self.up = False
         self.last_error = str(error)
-        delay = min(COOLDOWN_MAX, COOLDOWN_BASE * 2 ** (self.consecutive_errors - 1))
+        delay = min(COOLDOWN_MAX, COOLDOWN_BASE * 2 ** min(self.consecutive_errors - 1, 16))
         self.cooldown_until = time.monotonic() + delay
 
     def refused(self, error: BaseException) -> None:
@@ -207,30 +207,35 @@ class SourcePool:
     async def check(self) -> int:
         """The highest height the endpoints report, before a sync starts.
 
-        An endpoint that refuses gnosync (4xx, not a tx-indexer) is left out with a
-        long cool-down; only when every endpoint does is it fatal (``SourceRejected``,
-        naming each). Passing failures are fine while one endpoint answers; if none
-        does, the first of them is raised (retryable).
+        Like :meth:`latest_height`, the first answers win and a silent endpoint is not
+        waited for. An endpoint that refuses gnosync (4xx, not a tx-indexer) is left
+        out with a long cool-down; only when every endpoint does is it fatal
+        (``SourceRejected``, naming each). Passing failures are fine while one endpoint
+        answers; if none does, the first of them is raised (retryable).
         """
-        results = await asyncio.gather(*(e.client.check() for e in self.endpoints), return_exceptions=True)
+        requests = {asyncio.ensure_future(e.client.check()): e for e in self.endpoints}
+        outcomes = await _first_answers(requests, cancel_late=True)
         refusals: list[BaseException] = []
-        for endpoint, result in zip(self.endpoints, results):
-            if isinstance(result, int):
-                endpoint.health.height = result
-            elif isinstance(result, SourceError):
-                if _is_refusal(result):
-                    endpoint.health.refused(result)
-                    refusals.append(result)
+        heights: list[int] = []
+        failures: list[SourceError] = []
+        for endpoint, outcome in outcomes:
+            if isinstance(outcome, int):
+                endpoint.health.height = outcome
+                heights.append(outcome)
+            elif isinstance(outcome, SourceError):
+                if _is_refusal(outcome):
+                    endpoint.health.refused(outcome)
+                    refusals.append(outcome)
                 else:
-                    endpoint.health.failed(result)
+                    endpoint.health.failed(outcome)
+                    failures.append(outcome)
             else:
-                raise result
-        heights = [r for r in results if isinstance(r, int)]
+                raise outcome
         if heights:
             return max(heights)
         if len(refusals) == len(self.endpoints):
             raise SourceRejected("; ".join(str(r) for r in refusals))
-        raise next(r for r in results if isinstance(r, SourceError) and not _is_refusal(r))
+        raise failures[0]
 
     async def latest_height(self) -> int:
         """The highest height reported by the endpoints that answer first.
@@ -242,19 +247,11 @@ class SourcePool:
         Fails only when every endpoint fails.
         """
         requests = {endpoint.height_request(): endpoint for endpoint in self.endpoints}
-        pending = set(requests)
-        answered: list[int] = []
-        errors: list[BaseException] = []
-        while pending and not answered:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            _collect(done, answered, errors)
-        if pending:
-            done, pending = await asyncio.wait(pending, timeout=HEIGHT_GRACE)
-            _collect(done, answered, errors)
-            for request in pending:
-                requests[request].health.height = None
+        outcomes = await _first_answers(requests, cancel_late=False)
+        answered = [outcome for _, outcome in outcomes if isinstance(outcome, int)]
         if answered:
             return max(answered)
+        errors = [outcome for _, outcome in outcomes if isinstance(outcome, BaseException)]
         for error in errors:
             if not isinstance(error, SourceError):
                 raise error
@@ -328,12 +325,30 @@ def _is_refusal(error: SourceError) -> bool:
     )
 
 
-def _collect(done: set[asyncio.Task[int]], answered: list[int], errors: list[BaseException]) -> None:
-    for request in done:
-        if request.cancelled():
-            continue
-        error = request.exception()
-        if error is None:
-            answered.append(request.result())
-        else:
-            errors.append(error)
+async def _first_answers(
+    requests: dict[asyncio.Future[int], Endpoint], *, cancel_late: bool
+) -> list[tuple[Endpoint, int | BaseException]]:
+    """The outcomes of ``requests`` that came in by ``HEIGHT_GRACE`` after the first
+    answer (or all of them, when none answers). The endpoints still silent then lose
+    their known height; their requests are cancelled with ``cancel_late``, else left to
+    finish in the background."""
+    pending = set(requests)
+    outcomes: list[tuple[Endpoint, int | BaseException]] = []
+
+    def collect(done: set[asyncio.Future[int]]) -> None:
+        for request in done:
+            if not request.cancelled():
+                error = request.exception()
+                outcomes.append((requests[request], request.result() if error is None else error))
+
+    while pending and not any(isinstance(outcome, int) for _, outcome in outcomes):
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        collect(done)
+    if pending:
+        done, pending = await asyncio.wait(pending, timeout=HEIGHT_GRACE)
+        collect(done)
+    for request in pending:
+        requests[request].health.height = None
+        if cancel_late:
+            request.cancel()
+    return outcomes

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from gnosync.errors import SHRINKS_RANGE, BatchInvalid
+from gnosync.errors import SHRINKS_RANGE, BatchInvalid, ResponseTooLarge
 from gnosync.model import Batch, BlockRef
 from gnosync.retry import RetryPolicy
 from gnosync.sync.syncer import BatchReader, Committed, Syncer, fetch_batch
@@ -170,12 +170,17 @@ class Backfill:
                 batch = await fetch_batch(
                     endpoint, start, last, max_txs=self.sizer.tx_budget(), tx_page=page
                 )
-            except SHRINKS_RANGE:
+            except SHRINKS_RANGE as exc:
                 if last > start:
                     self.sizer.shrink(last - start + 1)
                     last = start + (last - start) // 2
-                else:
+                elif page != 1:
                     page = FIRST_TX_PAGE if page is None else max(1, page // 2)
+                elif isinstance(exc, ResponseTooLarge):
+                    raise ResponseTooLarge(
+                        f"a single transaction of block {start} is larger than the response"
+                        f" limit ({exc}); raise GNOSYNC_MAX_RESPONSE_BYTES"
+                    ) from None
                 raise
             self._progressed()
             return endpoint, batch
