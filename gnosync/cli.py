@@ -23,6 +23,7 @@ from gnosync.observe.http import Liveness, ObserveServer, parse_address
 from gnosync.observe.logs import configure_logging
 from gnosync.observe.metrics import SyncMetrics
 from gnosync.observe.status import status_report
+from gnosync.redact import redact_text
 from gnosync.retry import RetryPolicy
 from gnosync.settings import Settings, load_settings
 from gnosync.source.pool import SourcePool
@@ -116,12 +117,12 @@ class _Group(click.Group):
             return super().main(*args, standalone_mode=False, **kwargs)
         except click.UsageError as exc:
             hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
-            click.echo(f"gnosync: error: {exc.format_message()}{hint}", err=True)
+            click.echo(f"gnosync: error: {redact_text(exc.format_message())}{hint}", err=True)
             sys.exit(2)
         except click.Abort:
             sys.exit(130)
         except GnosyncError as exc:
-            click.echo(f"gnosync: error: {exc}", err=True)
+            click.echo(f"gnosync: error: {redact_text(str(exc))}", err=True)
             sys.exit(exc.exit_code)
 
 

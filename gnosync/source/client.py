@@ -19,6 +19,7 @@ import orjson
 from gnosync.errors import NotATxIndexer, SourceError
 from gnosync.source import queries
 from gnosync.model import Block, Transaction
+from gnosync.redact import redact_url
 
 SERVER_CAP = 10_000  # tx-indexer's per-query element limit
 CAP_MESSAGE = "max elements per query"
@@ -96,7 +97,10 @@ class SourceClient:
         max_response_bytes: int = 256 * 1024 * 1024,
         max_elements: int = SERVER_CAP,
     ):
-        self.url = graphql_url(url)
+        # Requests go to the URL as given; every message, label and health record
+        # names the endpoint by ``url``, which hides the credentials it may carry.
+        self._request_url = graphql_url(url)
+        self.url = redact_url(self._request_url)
         self.max_elements = max_elements
         self.max_response_bytes = max_response_bytes
         # total bounds a whole answer, sock_read a silence in the middle of one: a
@@ -129,7 +133,7 @@ class SourceClient:
     async def _post(self, document: str, variables: dict[str, Any]) -> bytes:
         payload = orjson.dumps({"query": document, "variables": variables})
         try:
-            async with self._http().post(self.url, data=payload) as response:
+            async with self._http().post(self._request_url, data=payload) as response:
                 body = await self._read_capped(response)
                 status = response.status
                 retry_after = _retry_after(response.headers.get("Retry-After"))
