@@ -91,7 +91,7 @@ SET_WRITER_KEEPALIVES = (
     " set_config('tcp_keepalives_count', $3, false)"
 )
 # The leader (holding the writer key, $1/$2 as classid/objid) and the standbys (holding
-# the standby key $3/$4 shared) of one schema and component, in this database.
+# the standby key $3/$4 shared) of one schema, in this database.
 WRITERS = (
     "SELECT DISTINCT"
     " CASE WHEN l.mode = 'ExclusiveLock' THEN 'leader' ELSE 'standby' END AS role,"
