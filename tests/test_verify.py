@@ -16,7 +16,8 @@ from gnosync.source.pool import SourcePool
 from gnosync.store import NotTheWriter, Store, boundaries, checkpoint_checksum
 from gnosync.sync.syncer import batches, fetch_batch
 from gnosync.sync.validate import validate_batch
-from gnosync.sync.verify import Problem, VerifyReport, audit, merge_ranges, plan_repair, repair
+from gnosync.sync.repair import merge_ranges, plan_repair, repair
+from gnosync.sync.verify import Problem, VerifyReport, audit
 
 from .compare import differences
 
@@ -386,8 +387,10 @@ async def test_repair_refuses_a_range_whose_neighbour_is_damaged(devnet, db_dsn)
     result = gnosync("repair", "--db", db_dsn, "--source", url, "--from", "530", "--to", "537")
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("gnosync: error: the stored block 538 links to"), lines
-    assert "--to 538" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith(
+        "gnosync: error: the stored block 538 fails check 'last_block_hash' against block 537"
+    ), lines
+    assert "links to 'elsewhere'" in lines[0] and "--to 538" in lines[0]
     assert await fetch(db_dsn, "SELECT 1 FROM indexer.blocks WHERE height = 537") == []
     assert gnosync("repair", "--db", db_dsn, "--source", url, "--from", "530").returncode == 0
     assert await differences(db_dsn, url, 0, TIP) == []
