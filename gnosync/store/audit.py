@@ -21,8 +21,8 @@ from gnosync.errors import ConfigError
 from gnosync.store import sql
 from gnosync.store.migrate import load_migrations
 
-# Rows fetched per round trip when streaming the links.
-LINK_PREFETCH = 10_000
+# Heights read per statement when streaming the links (faster than a cursor).
+LINK_CHUNK = 50_000
 
 # The largest and smallest heights a range can name.
 MIN_HEIGHT = -(2**63)
@@ -155,13 +155,16 @@ class AuditReader:
             )
         return [(row["what"], row["hash"], list(row["heights"])) for row in rows]
 
-    async def block_links(self, start: int, end: int) -> AsyncIterator[BlockLink]:
-        """The stored blocks of ``start - 1..end`` in height order, streamed (a cursor,
-        ``LINK_PREFETCH`` rows at a time), for the link rules to judge."""
-        async with self._errors(f"reading the links of {start}..{end}"):
-            cursor = self._conn.cursor(self._sql.audit_block_links, start, end, prefetch=LINK_PREFETCH)
-            async for row in cursor:
-                yield BlockLink(*row)
+    async def block_links(self, start: int, end: int) -> AsyncIterator[list[BlockLink]]:
+        """The stored blocks of ``start - 1..end`` in height order, in lists of at most
+        ``LINK_CHUNK`` heights (one statement each, so memory stays bounded), for the
+        link rules to judge."""
+        for first in range(start - 1, end + 1, LINK_CHUNK):
+            last = min(end, first + LINK_CHUNK - 1)
+            rows = await self._fetch(
+                f"reading the links of {first}..{last}", self._sql.audit_block_links, first, last
+            )
+            yield [BlockLink(*row) for row in rows]
 
     async def transactions(
         self, start: int, end: int, tx_start: int, tx_end: int, limit: int

@@ -359,11 +359,11 @@ class Statements:
             f" FROM {txs} WHERE block_height BETWEEN $1::bigint AND $2::bigint"
             " GROUP BY hash HAVING count(*) > 1 LIMIT $3"
         )
-        # The link columns of the blocks in $1 - 1..$2, in height order: the rules of
+        # The link columns of the blocks in $1..$2, in height order: the rules of
         # gnosync.sync.validate decide, in Python, which of them are broken.
         self.audit_block_links = (
             "SELECT height, hash, last_block_hash, total_txs, num_txs, chain_id"
-            f" FROM {blocks} WHERE height BETWEEN $1::bigint - 1 AND $2::bigint ORDER BY height"
+            f" FROM {blocks} WHERE height BETWEEN $1::bigint AND $2::bigint ORDER BY height"
         )
         # Heights whose transactions disagree with their block: blocks in $1..$2 whose
         # num_txs is not the number stored, stored transactions in $3..$4 without a block,

@@ -278,20 +278,19 @@ async def _check_links(report, reader: AuditReader, low, high, chain_id, limit) 
     sync's own link rules, and against the recorded chain id."""
     found = 0
     previous = None
-    async for block in reader.block_links(low, high):
-        if block.height >= low:
-            violations = link_violations(block, previous)
-            if chain_id is not None:
-                wrong_chain = chain_id_violation(block.height, block.chain_id, chain_id)
-                if wrong_chain is not None:
-                    violations.append(wrong_chain)
-            for violation in violations:
-                report.problems.append(problem_of(violation))
-            found += len(violations)
-            if found >= limit:
-                report.truncated.append("link")
-                return
-        previous = block
+    async for blocks in reader.block_links(low, high):
+        for block in blocks:
+            if block.height >= low:
+                violations = link_violations(block, previous)
+                if chain_id is not None and block.chain_id != chain_id:
+                    violations.append(chain_id_violation(block.height, block.chain_id, chain_id))
+                if violations:
+                    report.problems.extend(problem_of(violation) for violation in violations)
+                    found += len(violations)
+                    if found >= limit:
+                        report.truncated.append("link")
+                        return
+            previous = block
 
 
 def problem_of(violation: Violation) -> Problem:
