@@ -36,7 +36,8 @@ SHOWN = 10
 KINDS: dict[str, str] = {
     "missing": "heights with no stored block",
     "duplicate_hash": "a block or transaction hash stored at more than one height",
-    "link": "last_block_hash is not the hash of the block below (or the hash is empty)",
+    "link": "last_block_hash is not the hash of the block below, a first block links to"
+    " something, or the hash is empty",
     "total_txs": "total_txs is not the block below's plus num_txs",
     "chain_id": "the block's chain id is not the recorded one",
     "tx_count": "the block's num_txs is not the number of stored transactions",
