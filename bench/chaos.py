@@ -504,7 +504,7 @@ class Chaos:
 
     async def sample_writers(self, stop: asyncio.Event) -> None:
         """Every 100 ms: sessions holding the writer lock, and sessions named leader."""
-        classid, objid = lock_tag(writer_lock_key(SCHEMA, COMPONENT))
+        classid, objid = lock_tag(writer_lock_key(SCHEMA))
         name = leader_name(SCHEMA, COMPONENT)[:63]
         conn: asyncpg.Connection | None = None
         while not stop.is_set():

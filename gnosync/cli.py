@@ -24,6 +24,7 @@ from gnosync.observe.http import Liveness, ObserveServer, parse_address
 from gnosync.observe.logs import configure_logging
 from gnosync.observe.metrics import SyncMetrics
 from gnosync.observe.status import status_report
+from gnosync.redact import redact_text
 from gnosync.retry import RetryPolicy
 from gnosync.settings import Settings, load_settings
 from gnosync.source.pool import SourcePool
@@ -125,12 +126,12 @@ class _Group(click.Group):
             return super().main(*args, standalone_mode=False, **kwargs)
         except click.UsageError as exc:
             hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
-            click.echo(f"gnosync: error: {exc.format_message()}{hint}", err=True)
+            click.echo(f"gnosync: error: {redact_text(exc.format_message())}{hint}", err=True)
             sys.exit(2)
         except click.Abort:
             sys.exit(130)
         except GnosyncError as exc:
-            click.echo(f"gnosync: error: {exc}", err=True)
+            click.echo(f"gnosync: error: {redact_text(str(exc))}", err=True)
             sys.exit(exc.exit_code)
 
 
@@ -320,22 +321,25 @@ def migrate(**flags: Any) -> None:
 @click.option("--against-source", is_flag=True, help="Also compare every stored block hash with the source's.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def verify(start: int | None, end: int | None, against_source: bool, as_json: bool, **flags: Any) -> None:
-    """Check the stored chain; exit 0 when it is clean, 1 when it is damaged.
+    """Check the stored chain; exit 0 when it is clean, 1 when it is damaged, 2 when it
+    could not be checked.
 
     Finds missing heights, broken hash links, blocks whose transactions are not all
     stored, transactions without a block, checkpoints that do not match the rows, an
     app_state that does not match the highest block and, with --against-source,
-    stored hashes the source does not serve. Never changes the stored chain; safe
-    while `gnosync run` runs.
+    stored hashes the source does not serve. Reads only: never migrates or writes, so
+    it runs with a read-only role or on a replica, and while `gnosync run` runs.
+    Exit 2: bad settings, an unreachable database or source, or a schema without
+    gnosync's tables.
     """
-    from gnosync.sync.verify import audit
+    from gnosync.sync.verify import CouldNotVerify, audit
 
     if start is not None and end is not None and end < start:
         raise click.BadParameter(f"--to {end} is below --from {start}", param_hint="--to")
     settings = _settings(**flags)
 
     async def main() -> Any:
-        async with _store(settings, migrate=True) as store:
+        async with _store(settings, migrate=False) as store:
             if not against_source:
                 return await audit(store, start, end)
             async with _source(settings) as source:
@@ -343,7 +347,11 @@ def verify(start: int | None, end: int | None, against_source: bool, as_json: bo
                 policy = _policy(settings, attempts=settings.retry_attempts)
                 return await audit(store, start, end, source, policy=policy)
 
-    report = _run(main())
+    try:
+        report = _run(main())
+    except GnosyncError as exc:
+        # Neither clean (0) nor damaged (1): a cron job must tell "could not check" apart.
+        raise CouldNotVerify(str(exc)) from exc
     click.echo(orjson.dumps(report.to_json_dict()).decode() if as_json else report.text())
     if not report.ok:
         sys.exit(1)
@@ -364,7 +372,7 @@ def repair(start: int | None, end: int | None, against_source: bool, as_json: bo
     It writes, so it needs the writer lock: stop `gnosync run` first (repair refuses
     while another process holds it). Exit 0 when the database is clean afterwards.
     """
-    from gnosync.sync.verify import repair as repair_chain
+    from gnosync.sync.repair import repair as repair_chain
 
     if start is not None and end is not None and end < start:
         raise click.BadParameter(f"--to {end} is below --from {start}", param_hint="--to")

@@ -1,4 +1,4 @@
-"""One writer per schema and component, against a real PostgreSQL: claims, standbys,
+"""One writer per schema, against a real PostgreSQL: claims, standbys,
 takeover, fencing of writes, lost connections."""
 
 from __future__ import annotations
@@ -69,14 +69,10 @@ async def standby_count(store: Store) -> int:
 
 
 def test_lock_keys_are_stable_and_distinct():
-    key = writer_lock_key("indexer", "block_sync")
-    assert key == writer_lock_key("indexer", "block_sync")
+    key = writer_lock_key("indexer")
+    assert key == writer_lock_key("indexer")
     assert -(2**63) <= key < 2**63
-    others = {
-        writer_lock_key("other", "block_sync"),
-        writer_lock_key("indexer", "other"),
-        standby_lock_key("indexer", "block_sync"),
-    }
+    others = {writer_lock_key("other"), standby_lock_key("indexer"), standby_lock_key("other")}
     assert key not in others and len(others) == 3
     high, low = lock_tag(key)
     assert 0 <= high < 2**32 and 0 <= low < 2**32
@@ -84,7 +80,7 @@ def test_lock_keys_are_stable_and_distinct():
 
 
 async def test_lock_tag_matches_pg_locks(db_dsn):
-    key = writer_lock_key("indexer", "block_sync")
+    key = writer_lock_key("indexer")
     conn = await asyncpg.connect(db_dsn)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", key)
@@ -110,11 +106,34 @@ async def test_second_store_cannot_claim_without_waiting(stores):
     assert not b.is_writer
     writers = await b.writers()
     assert [(w.role, w.application_name) for w in writers] == [("leader", LEADER)]
-    # Other components and schemas have their own lock.
-    other = await stores(component="other")
-    assert await other.claim_writer(wait=False)
+    # Another schema has its own tables, and its own lock.
     elsewhere = await stores(schema="elsewhere")
     assert await elsewhere.claim_writer(wait=False)
+
+
+async def test_one_writer_per_schema_whatever_the_component(stores, db_dsn):
+    """Components share the schema's tables: a second component must not lead too."""
+    a = await stores()
+    other = await stores(component="other")
+    assert await a.claim_writer(wait=False)
+    assert not await other.claim_writer(wait=False)
+    with pytest.raises(NotTheWriter, match="is writing schema indexer"):
+        await other.commit_batch(make_batch(0, 4), chain_id=CHAIN, status="syncing")
+    with pytest.raises(NotTheWriter):
+        await other.state.set_status("stopped")
+    assert await counts(db_dsn) == (0, 0, 0)
+    # The other component sees the leader (named by its own component) and waits for it.
+    leaders: list[WriterInfo | None] = []
+    claim = asyncio.create_task(other.claim_writer(wait=True, poll=0.1, on_standby=leaders.append))
+    await wait_until(lambda: leaders, what="the standby callback")
+    assert leaders[0] is not None and leaders[0].application_name == LEADER
+    assert [(w.role, w.application_name) for w in await a.writers()] == [
+        ("leader", LEADER), ("standby", "gnosync standby indexer.other"),
+    ]
+    await a.release_writer()
+    assert await asyncio.wait_for(claim, 5.0)
+    await other.commit_batch(make_batch(0, 4), chain_id=CHAIN, status="syncing")
+    assert (await counts(db_dsn))[0] == 5
 
 
 async def test_standby_takes_over_after_release(stores):
@@ -486,7 +505,7 @@ from gnosync.store import writer_lock_key
 
 async def main():
     conn = await asyncpg.connect(sys.argv[1], server_settings={"application_name": sys.argv[2]})
-    await conn.execute("SELECT pg_advisory_lock($1)", writer_lock_key("indexer", "block_sync"))
+    await conn.execute("SELECT pg_advisory_lock($1)", writer_lock_key("indexer"))
     print("locked", flush=True)
     await asyncio.sleep(120)
 

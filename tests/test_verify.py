@@ -16,7 +16,8 @@ from gnosync.source.pool import SourcePool
 from gnosync.store import NotTheWriter, Store, boundaries, checkpoint_checksum
 from gnosync.sync.syncer import batches, fetch_batch
 from gnosync.sync.validate import validate_batch
-from gnosync.sync.verify import Problem, VerifyReport, audit, merge_ranges, plan_repair, repair
+from gnosync.sync.repair import merge_ranges, plan_repair, repair
+from gnosync.sync.verify import Problem, VerifyReport, audit
 
 from .compare import differences
 
@@ -386,8 +387,99 @@ async def test_repair_refuses_a_range_whose_neighbour_is_damaged(devnet, db_dsn)
     result = gnosync("repair", "--db", db_dsn, "--source", url, "--from", "530", "--to", "537")
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("gnosync: error: the stored block 538 links to"), lines
-    assert "--to 538" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith(
+        "gnosync: error: the stored block 538 fails check 'last_block_hash' against block 537"
+    ), lines
+    assert "links to 'elsewhere'" in lines[0] and "--to 538" in lines[0]
     assert await fetch(db_dsn, "SELECT 1 FROM indexer.blocks WHERE height = 537") == []
     assert gnosync("repair", "--db", db_dsn, "--source", url, "--from", "530").returncode == 0
     assert await differences(db_dsn, url, 0, TIP) == []
+
+
+# -- verify reads only ---------------------------------------------------------------------------
+
+
+async def schemas(dsn: str) -> set[str]:
+    return {row[0] for row in await fetch(dsn, "SELECT nspname FROM pg_namespace")}
+
+
+@pytest.fixture
+async def read_only_dsn(db_dsn):
+    """``await read_only_dsn()``: a DSN to the test database as a role that may only read
+    gnosync's tables, with every transaction read-only by default (as on a replica)."""
+    role = "ro_" + db_dsn.rsplit("/", 1)[1]
+    created = False
+
+    async def make() -> str:
+        nonlocal created
+        await execute(
+            db_dsn,
+            f'CREATE ROLE "{role}" LOGIN',
+            f'ALTER ROLE "{role}" SET default_transaction_read_only = on',
+            f'GRANT USAGE ON SCHEMA indexer TO "{role}"',
+            f'GRANT SELECT ON ALL TABLES IN SCHEMA indexer TO "{role}"',
+        )
+        created = True
+        return db_dsn.replace("postgres@", f"{role}@", 1)
+
+    yield make
+    if created:
+        await execute(db_dsn, f'DROP OWNED BY "{role}"', f'DROP ROLE "{role}"')
+
+
+async def test_verify_works_for_a_read_only_role_and_writes_nothing(devnet, db_dsn, read_only_dsn):
+    chain, url = devnet(blocks=TIP, seed=3)
+    await synced(url, db_dsn)
+    dsn = await read_only_dsn()
+    result = gnosync("verify", "--db", dsn, "--against-source", "--source", url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("clean")
+    await execute(db_dsn, "DELETE FROM indexer.blocks WHERE height = 537")
+    result = gnosync("verify", "--db", dsn)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.splitlines()[1].startswith("missing: 1 height at 537;")
+    # The role really cannot write: a migration (what verify used to run) is refused.
+    assert gnosync("migrate", "--db", dsn).returncode != 0
+
+
+@pytest.mark.parametrize("as_read_only", [False, True])
+async def test_verify_of_a_schema_without_tables_exits_2_and_creates_nothing(
+    devnet, db_dsn, read_only_dsn, as_read_only
+):
+    chain, url = devnet(blocks=100, seed=3)
+    await synced(url, db_dsn, end=100)
+    dsn = await read_only_dsn() if as_read_only else db_dsn
+    before = await schemas(db_dsn)
+    result = gnosync("verify", "--db", dsn, "--db-schema", "indexr")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    database = db_dsn.rsplit("/", 1)[1]
+    assert lines == [
+        f"gnosync: error: schema 'indexr' has no gnosync tables in database '{database}';"
+        " check --db-schema, or run gnosync migrate"
+    ], result.stderr
+    assert result.stdout == ""
+    assert await schemas(db_dsn) == before and "indexr" not in before
+
+
+async def test_verify_exit_codes_tell_could_not_run_from_damaged(devnet, db_dsn):
+    chain, url = devnet(blocks=100, seed=3)
+    await synced(url, db_dsn, end=100)
+    # Half-migrated: the tables are there but a migration is not.
+    await execute(db_dsn, "DELETE FROM indexer.schema_migrations WHERE version = 2")
+    result = gnosync("verify", "--db", db_dsn)
+    assert result.returncode == 2 and "lacks migrations 0002_checkpoints" in result.stderr
+    assert "run gnosync migrate" in result.stderr
+    await execute(db_dsn, "INSERT INTO indexer.schema_migrations (version, name) VALUES (2, '0002_checkpoints')")
+    assert gnosync("verify", "--db", db_dsn).returncode == 0
+    # An unreachable database, an unreachable source: could not run, not damaged.
+    for args in (
+        ("--db", "postgresql://postgres@127.0.0.1:1/x"),
+        ("--db", db_dsn, "--against-source", "--source", "http://127.0.0.1:1/graphql/query"),
+        ("--db", db_dsn, "--against-source"),  # no source at all
+    ):
+        result = gnosync("verify", *args, env={"GNOSYNC_RETRY_ATTEMPTS": "1"})
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2, (args, result.stderr)
+        assert len(lines) == 1 and lines[0].startswith("gnosync: error: "), result.stderr
+        assert "Traceback" not in result.stderr

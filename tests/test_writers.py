@@ -57,6 +57,42 @@ def test_second_run_is_a_standby_and_takes_over_when_the_leader_dies(devnet, db_
     assert asyncio.run(differences(db_dsn, url, 0, last_height(db_dsn))) == []
 
 
+def test_two_components_in_one_schema_have_one_leader(devnet, db_dsn):
+    """The tables are the schema's: a run with another component waits as a standby."""
+    chain, url = devnet(blocks=2000)
+    first = start("run", "--source", url, "--db", db_dsn, env={"GNOSYNC_COMPONENT": "block_sync"})
+    second = None
+    try:
+        wait_for(lambda: last_height(db_dsn) >= 0, what="the first run's progress")
+        second = start("run", "--source", url, "--db", db_dsn, env={"GNOSYNC_COMPONENT": "mirror"})
+        wait_for(lambda: any("standby" in line for line in second.lines), what="the second to wait")
+        assert asyncio.run(roles(db_dsn)) == ["leader", "standby"]
+        wait_for(lambda: last_height(db_dsn) >= chain.tip, what="the tip")
+        for _ in range(10):
+            assert asyncio.run(roles(db_dsn)).count("leader") == 1
+            time.sleep(0.05)
+        assert asyncio.run(components_with_blocks(db_dsn)) == ["block_sync"]
+        for proc in (first, second):
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+    assert asyncio.run(differences(db_dsn, url, 0, chain.tip)) == []
+
+
+async def components_with_blocks(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT component FROM indexer.app_state WHERE last_block_h IS NOT NULL ORDER BY 1"
+        )
+        return [row[0] for row in rows]
+    finally:
+        await conn.close()
+
+
 def test_sync_refuses_while_run_holds_the_lock(devnet, db_dsn):
     from gnosync.devnet import Faults
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gnosync.errors import SourceError, StoreError
+from gnosync.redact import redact_text
 from gnosync.source.pool import SourcePool
 from gnosync.store import Store
 
@@ -14,6 +15,8 @@ async def status_report(store: Store, source: SourcePool | None, component: str)
 
     Reads only: it works while ``gnosync run`` is running elsewhere. A source that does
     not answer leaves ``source_height`` and ``lag`` null and says why in ``source_error``.
+    Every text in it is redacted (:func:`gnosync.redact.redact_text`), whoever wrote it:
+    a ``last_error`` stored by an older gnosync, or a library's message.
     """
     report: dict[str, Any] = {"component": component}
     state = await store.state.get_state()
@@ -40,4 +43,14 @@ async def status_report(store: Store, source: SourcePool | None, component: str)
         ]
     if report["source_height"] is not None and report.get("last_block_h") is not None:
         report["lag"] = report["source_height"] - report["last_block_h"]
-    return report
+    return _redacted(report)
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    return value

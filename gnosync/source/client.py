@@ -28,6 +28,7 @@ from gnosync.errors import (
     SourceTransportError,
 )
 from gnosync.model import Block, Transaction
+from gnosync.redact import redact_url
 from gnosync.source import queries
 
 SERVER_CAP = 10_000  # tx-indexer's per-query element limit
@@ -113,7 +114,10 @@ class SourceClient:
         max_response_bytes: int = 256 * 1024 * 1024,
         max_elements: int = SERVER_CAP,
     ):
-        self.url = graphql_url(url)
+        # Requests go to the URL as given; every message, label and health record
+        # names the endpoint by ``url``, which hides the credentials it may carry.
+        self._request_url = graphql_url(url)
+        self.url = redact_url(self._request_url)
         self.max_elements = max_elements
         self.max_response_bytes = max_response_bytes
         self.read_timeout = min(read_timeout, timeout)
@@ -143,7 +147,7 @@ class SourceClient:
     async def _post(self, document: str, variables: dict[str, Any]) -> bytes:
         payload = orjson.dumps({"query": document, "variables": variables})
         try:
-            async with self._http().post(self.url, data=payload) as response:
+            async with self._http().post(self._request_url, data=payload) as response:
                 body = await self._read_body(response)
                 status = response.status
                 retry_after = _retry_after(response.headers.get("Retry-After"))

@@ -7,7 +7,7 @@ swaps stored heights for re-fetched ones the same way (``gnosync repair``);
 ``auditing()`` opens the set-based checks of ``gnosync verify`` on one snapshot.
 Database failures raise ``gnosync.errors.StoreError``.
 
-One process writes a schema and component at a time: ``claim_writer()`` takes the
+One process writes a schema at a time: ``claim_writer()`` takes the
 writer lock (waiting as a standby if asked), and writes without it are refused with
 ``NotTheWriter`` while another process holds it (see :mod:`gnosync.store.lock`).
 """

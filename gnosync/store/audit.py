@@ -2,7 +2,8 @@
 
 Each method is one SQL statement over a height range (window functions and grouped
 joins, no per-row round trips) and returns the offending rows only, at most ``limit``
-of them. All run on one connection in one read-only REPEATABLE READ transaction (see
+of them; except the links, whose rules live in :mod:`gnosync.sync.validate`: those
+rows are streamed to it. All run on one connection in one read-only REPEATABLE READ transaction (see
 :meth:`gnosync.store.Store.auditing`), so they see one consistent snapshot even while
 ``gnosync run`` commits elsewhere. Turning the rows into a report is
 :mod:`gnosync.sync.verify`'s job.
@@ -10,13 +11,18 @@ of them. All run on one connection in one read-only REPEATABLE READ transaction 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import asyncpg
 
+from gnosync.errors import ConfigError
 from gnosync.store import sql
+from gnosync.store.migrate import load_migrations
+
+# Heights read per statement when streaming the links (faster than a cursor).
+LINK_CHUNK = 50_000
 
 # The largest and smallest heights a range can name.
 MIN_HEIGHT = -(2**63)
@@ -82,6 +88,38 @@ class AuditReader:
         async with self._errors(what):
             return await self._conn.fetch(query, *args)
 
+    async def check_schema(self) -> None:
+        """Raise ``ConfigError`` (one line: what is wrong, what to do) unless the schema
+        holds gnosync's tables at the migrations this gnosync knows. Reads only: the
+        audit never migrates, so that it runs on a read-only role or replica."""
+        what = f"reading the tables of schema {self._sql.schema!r}"
+        (row,) = await self._fetch(what, self._sql.audit_tables, self._sql.schema, list(sql.TABLES))
+        schema, database, tables = self._sql.schema, row["database"], set(row["tables"])
+        if not tables:
+            raise ConfigError(
+                f"schema {schema!r} has no gnosync tables in database {database!r};"
+                " check --db-schema, or run gnosync migrate"
+            )
+        missing = [table for table in sql.TABLES if table not in tables]
+        applied = set()
+        if sql.MIGRATIONS_TABLE not in missing:
+            applied = {r["version"] for r in await self._fetch(what, self._sql.applied_migrations)}
+        known = {migration.version: migration.name for migration in load_migrations()}
+        newer = sorted(applied - set(known))
+        if newer:
+            raise ConfigError(
+                f"schema {schema!r} in database {database!r} has migration version(s) {newer}"
+                " that this gnosync does not know; it was migrated by a newer gnosync, so upgrade"
+                " gnosync"
+            )
+        pending = [name for version, name in sorted(known.items()) if version not in applied]
+        if missing or pending:
+            lacking = f"tables {', '.join(missing)}" if missing else f"migrations {', '.join(pending)}"
+            raise ConfigError(
+                f"schema {schema!r} in database {database!r} lacks {lacking};"
+                " run gnosync migrate (verify never changes the database)"
+            )
+
     async def bounds(self) -> AuditBounds:
         rows = await self._fetch("reading the stored range", self._sql.audit_bounds, self._component)
         return AuditBounds(**dict(rows[0]))
@@ -117,11 +155,16 @@ class AuditReader:
             )
         return [(row["what"], row["hash"], list(row["heights"])) for row in rows]
 
-    async def links(self, start: int, end: int, chain_id: str | None, limit: int) -> list[asyncpg.Record]:
-        """Blocks that break a link, total_txs or chain id rule against the block below."""
-        return await self._fetch(
-            f"checking the links of {start}..{end}", self._sql.audit_links, start, end, chain_id, limit
-        )
+    async def block_links(self, start: int, end: int) -> AsyncIterator[list[BlockLink]]:
+        """The stored blocks of ``start - 1..end`` in height order, in lists of at most
+        ``LINK_CHUNK`` heights (one statement each, so memory stays bounded), for the
+        link rules to judge."""
+        for first in range(start - 1, end + 1, LINK_CHUNK):
+            last = min(end, first + LINK_CHUNK - 1)
+            rows = await self._fetch(
+                f"reading the links of {first}..{last}", self._sql.audit_block_links, first, last
+            )
+            yield [BlockLink(*row) for row in rows]
 
     async def transactions(
         self, start: int, end: int, tx_start: int, tx_end: int, limit: int

@@ -1,9 +1,9 @@
-"""PostgreSQL connection strings: redaction for messages, and the form asyncpg takes.
+"""PostgreSQL connection strings: where they point, and the form asyncpg takes.
 
 gnosync accepts a DSN in either of libpq's forms: a URI
 (``postgresql://user:secret@host:5432/db?sslmode=require``) or key=value pairs
 (``host=db user=gnosync password=secret dbname=chain``). asyncpg takes only the URI,
-so :func:`to_uri` converts the second form.
+so :func:`to_uri` converts the second form. Redaction lives in :mod:`gnosync.redact`.
 """
 
 from __future__ import annotations
@@ -12,48 +12,17 @@ import os
 import re
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-REDACTED = "***"
+from gnosync.redact import redact_dsn
+
+__all__ = ["describe_dsn", "is_uri", "parse_pairs", "password_of", "redact_dsn", "to_uri"]
 
 _SCHEMES = ("postgresql://", "postgres://")
-_SECRET_KEYS = ("password", "sslpassword")
 # key = value, where value is a single-quoted string (with \' and \\ escapes) or a word.
 _PAIR = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']*)")
-_QUERY_SECRET = re.compile(r"(^|&)((?:ssl)?password)=[^&]*", re.IGNORECASE)
-_PAIR_SECRET = re.compile(
-    r"(?<![A-Za-z0-9_])((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']*)", re.IGNORECASE
-)
 
 
 def is_uri(dsn: str) -> bool:
     return dsn.strip().lower().startswith(_SCHEMES)
-
-
-def redact_dsn(dsn: str) -> str:
-    """``dsn`` with every password replaced by ``***``; safe to log or print."""
-    text = dsn.strip()
-    if not is_uri(text):
-        return _PAIR_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
-    scheme, _, rest = text.partition("://")
-    # The authority ends at the first '/', '?' or '#'; a password may hold none of them
-    # unencoded, but may hold '@' and ':' in a sloppy DSN, so split at the last '@'.
-    end = len(rest)
-    for stop in "/?#":
-        index = rest.find(stop)
-        if index != -1:
-            end = min(end, index)
-    authority, tail = rest[:end], rest[end:]
-    if "@" in authority:
-        userinfo, _, hosts = authority.rpartition("@")
-        user, colon, password = userinfo.partition(":")
-        if colon and password:
-            userinfo = f"{user}:{REDACTED}"
-        authority = f"{userinfo}@{hosts}"
-    path, question, query = tail.partition("?")
-    if question:
-        query, hash_mark, fragment = query.partition("#")
-        query = _QUERY_SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}={REDACTED}", query)
-        tail = f"{path}?{query}{hash_mark}{fragment}"
-    return f"{scheme}://{authority}{tail}"
 
 
 def parse_pairs(dsn: str) -> dict[str, str]:

@@ -1,4 +1,9 @@
-"""One writer per schema and component: a PostgreSQL session advisory lock.
+"""One writer per schema: a PostgreSQL session advisory lock.
+
+The tables are per schema, so the lock is too: two processes that own different
+``app_state`` components of one schema still write the same blocks, and only one of
+them may lead. The component only names the connections (for ``gnosync status`` and
+``pg_stat_activity``).
 
 ``gnosync run`` claims the lock on a dedicated connection and keeps it for as long as
 that connection lives; PostgreSQL releases it when the connection closes, whether the
@@ -34,14 +39,14 @@ def _key(text: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def writer_lock_key(schema: str, component: str) -> int:
-    """The advisory lock key held by the one writer of ``component`` in ``schema``."""
-    return _key(f"gnosync:{schema}:{component}")
+def writer_lock_key(schema: str) -> int:
+    """The advisory lock key held by the one writer of ``schema``."""
+    return _key(f"gnosync-writer:{schema}")
 
 
-def standby_lock_key(schema: str, component: str) -> int:
-    """The key standbys of ``component`` in ``schema`` hold (shared) while they wait."""
-    return _key(f"gnosync-standby:{schema}:{component}")
+def standby_lock_key(schema: str) -> int:
+    """The key standbys of ``schema`` hold (shared) while they wait."""
+    return _key(f"gnosync-standby:{schema}")
 
 
 def lock_tag(key: int) -> tuple[int, int]:

@@ -66,6 +66,12 @@ STATUSES: frozenset[str] = frozenset({"syncing", "synced", "error", "stopped"})
 BLOCKS_TABLE = "blocks"
 TRANSACTIONS_TABLE = "transactions"
 CHECKPOINTS_TABLE = "checkpoints"
+APP_STATE_TABLE = "app_state"
+MIGRATIONS_TABLE = "schema_migrations"
+# Every table of a migrated schema.
+TABLES: tuple[str, ...] = (
+    BLOCKS_TABLE, TRANSACTIONS_TABLE, CHECKPOINTS_TABLE, APP_STATE_TABLE, MIGRATIONS_TABLE,
+)
 
 PING = "SELECT 1"
 # Transactions on the writer connection, which asyncpg's transaction object does not manage.
@@ -91,7 +97,7 @@ SET_WRITER_KEEPALIVES = (
     " set_config('tcp_keepalives_count', $3, false)"
 )
 # The leader (holding the writer key, $1/$2 as classid/objid) and the standbys (holding
-# the standby key $3/$4 shared) of one schema and component, in this database.
+# the standby key $3/$4 shared) of one schema, in this database.
 WRITERS = (
     "SELECT DISTINCT"
     " CASE WHEN l.mode = 'ExclusiveLock' THEN 'leader' ELSE 'standby' END AS role,"
@@ -109,11 +115,6 @@ SET_LOCAL_SEARCH_PATH = "SELECT set_config('search_path', $1, true)"
 
 # For the embedded server: create gnosync's database once.
 DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = $1"
-
-
-# The genesis rules of gnosync.sync.validate, for the audit's link check.
-GENESIS_HEIGHT = 0
-FIRST_COUNTED_HEIGHT = 2
 
 
 def _segment(blocks: str, txs: str, low: str, high: str, previous: str) -> str:
@@ -186,8 +187,8 @@ class Statements:
         blocks = f"{s}.{quote_ident(BLOCKS_TABLE)}"
         txs = f"{s}.{quote_ident(TRANSACTIONS_TABLE)}"
         checkpoints = f"{s}.{quote_ident(CHECKPOINTS_TABLE)}"
-        app_state = f"{s}.{quote_ident('app_state')}"
-        migrations = f"{s}.{quote_ident('schema_migrations')}"
+        app_state = f"{s}.{quote_ident(APP_STATE_TABLE)}"
+        migrations = f"{s}.{quote_ident(MIGRATIONS_TABLE)}"
         self._app_state = app_state
 
         # -- migrations ------------------------------------------------------------------
@@ -296,6 +297,14 @@ class Statements:
         )
 
         # -- audit (gnosync verify): set-based, one pass per check ----------------------
+        # Which of gnosync's tables ($2) schema $1 holds, in which database: verify reads
+        # this before anything else, since it never migrates.
+        self.audit_tables = (
+            "SELECT current_database() AS database, ARRAY("
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND c.relname = ANY($2::text[])"
+            " ORDER BY 1) AS tables"
+        )
         # $1 component: the stored bounds and the app_state row.
         self.audit_bounds = (
             f"SELECT (SELECT min(height) FROM {blocks}) AS min_height,"
@@ -350,24 +359,11 @@ class Statements:
             f" FROM {txs} WHERE block_height BETWEEN $1::bigint AND $2::bigint"
             " GROUP BY hash HAVING count(*) > 1 LIMIT $3"
         )
-        # Blocks in $1..$2 that break a rule of gnosync.sync.validate against the stored
-        # block just below: an empty hash above genesis, last_block_hash not the hash
-        # below, total_txs not the total below plus num_txs (from height 2), or a chain id
-        # other than $3 (the recorded one; NULL skips). $4 caps the rows.
-        self.audit_links = (
-            "SELECT height, hash, last_block_hash, prev_height, prev_hash, total_txs,"
-            " prev_total, num_txs, chain_id FROM ("
-            " SELECT height, hash, last_block_hash, total_txs, num_txs, chain_id,"
-            " lag(height) OVER w AS prev_height, lag(hash) OVER w AS prev_hash,"
-            " lag(total_txs) OVER w AS prev_total"
-            f" FROM {blocks} WHERE height BETWEEN $1::bigint - 1 AND $2::bigint"
-            " WINDOW w AS (ORDER BY height)) b"
-            " WHERE height >= $1::bigint AND ("
-            f"  (height <> {GENESIS_HEIGHT} AND hash = '')"
-            "  OR (prev_height = height - 1 AND (last_block_hash <> prev_hash"
-            f"   OR (height >= {FIRST_COUNTED_HEIGHT} AND total_txs <> prev_total + num_txs)))"
-            "  OR chain_id <> $3::text)"
-            " ORDER BY height LIMIT $4"
+        # The link columns of the blocks in $1..$2, in height order: the rules of
+        # gnosync.sync.validate decide, in Python, which of them are broken.
+        self.audit_block_links = (
+            "SELECT height, hash, last_block_hash, total_txs, num_txs, chain_id"
+            f" FROM {blocks} WHERE height BETWEEN $1::bigint AND $2::bigint ORDER BY height"
         )
         # Heights whose transactions disagree with their block: blocks in $1..$2 whose
         # num_txs is not the number stored, stored transactions in $3..$4 without a block,

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from gnosync.redact import redact_text
 from gnosync.store import sql
 from gnosync.store.failures import database_errors
 
@@ -43,8 +44,9 @@ def check_status(status: str) -> None:
 
 
 def _clean_text(text: str) -> str:
-    # PostgreSQL text cannot hold NUL; an error message may quote data that does.
-    return text.replace("\x00", "\\u0000")
+    # PostgreSQL text cannot hold NUL; an error message may quote data that does, or
+    # a library's message may quote a URL with its credentials.
+    return redact_text(text).replace("\x00", "\\u0000")
 
 
 # Opens a write transaction: ``writing("recording an error")`` yields its connection.

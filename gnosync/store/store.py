@@ -49,7 +49,7 @@ class Store:
     ``retryable`` is true when the connection was lost and a later call may succeed.
 
     Writes (``commit_batch`` and the writes of ``state``) respect the writer lock of
-    ``schema`` and ``component`` (see :mod:`gnosync.store.lock`): after
+    ``schema``, whatever the ``component`` (see :mod:`gnosync.store.lock`): after
     :meth:`claim_writer` they run on the connection that holds it; without it they run
     on the pool and raise :class:`NotTheWriter` while another process holds it.
     """
@@ -80,8 +80,8 @@ class Store:
         self.durable_commits = durable_commits
         self._uri = uri  # for the writer connection
         self._secret = secret  # the DSN's password, scrubbed from messages
-        self._lock_key = writer_lock_key(schema, component)
-        self._standby_key = standby_lock_key(schema, component)
+        self._lock_key = writer_lock_key(schema)
+        self._standby_key = standby_lock_key(schema)
         self._writer: asyncpg.Connection | None = None
         # One write at a time: the writer connection runs one statement at a time, and
         # two pool writes of this store would refuse each other the transaction lock.
@@ -192,7 +192,7 @@ class Store:
         on_standby: OnStandby | None = None,
         stop: asyncio.Event | None = None,
     ) -> bool:
-        """Take the writer lock of this schema and component; True once held.
+        """Take the writer lock of this schema; True once held.
 
         Opens a dedicated connection (never one of the pool's, whose reset would drop
         the lock) and tries the lock every ``poll`` seconds. When the lock is taken:

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from gnosync.errors import BatchInvalid, ChainMismatch, ConfigError
+from gnosync.errors import BatchInvalid, ConfigError
 from gnosync.model import Batch, Block, BlockRef, Transaction
+from gnosync.sync.source_check import chain_mismatch, served_hash_if_different, stored_against_served
 from gnosync.sync.validate import validate_batch
 
 
@@ -188,18 +189,20 @@ class Syncer:
 
     async def _check_stored_block(self, endpoint: BatchReader, stored: BlockRef) -> None:
         """A batch that does not link to the stored chain: is the source on another one?"""
-        served = await endpoint.blocks(stored.height, stored.height)
-        if served and served[0].height == stored.height and served[0].hash != stored.hash:
-            raise _mismatch(endpoint.url, stored.height, served[0].hash, stored.hash)
+        served = await served_hash_if_different(endpoint, stored)
+        if served is not None:
+            raise chain_mismatch(endpoint.url, stored.height, served, stored.hash)
 
     async def verify_stored(self, start: int, end: int) -> None:
-        """Check that the source serves the stored hashes for ``start..end``."""
-        stored = await self.store.block_hashes(start, end)
-        endpoint = self.source.endpoint_for(end)
-        for first, last in batches(start, end, 10_000):
-            for block in await endpoint.blocks(first, last):
-                if block.height in stored and stored[block.height] != block.hash:
-                    raise _mismatch(endpoint.url, block.height, block.hash, stored[block.height])
+        """Check that the source serves the stored hashes for ``start..end``.
+
+        Another hash is a ``ChainMismatch``; no block at a stored height is bad data
+        from that endpoint (``BatchInvalid``, retried).
+        """
+        async for difference in stored_against_served(self.store, self.source, start, end):
+            if difference.served is None:
+                raise BatchInvalid(difference.height, "heights", difference.detail)
+            raise difference.chain_mismatch()
 
     def plan_range(
         self, start: int, end: int, bounds: tuple[int, int] | None
@@ -226,11 +229,3 @@ class Syncer:
         new = (max(start, high + 1), end) if end > high else None
         return stored, new
 
-
-def _mismatch(url: str, height: int, served: str, stored: str) -> ChainMismatch:
-    return ChainMismatch(
-        f"source {url} serves hash {served!r} for block {height} but the database holds"
-        f" {stored!r}: the source follows another chain, or its chain was reset. Point"
-        " gnosync at a source of the stored chain, or sync the new chain into another"
-        " database or --db-schema"
-    )

@@ -10,6 +10,8 @@ the check, or :class:`ChainMismatch` when the source serves another chain altoge
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
+from typing import Protocol
 
 from gnosync.errors import BatchInvalid, ChainMismatch
 from gnosync.model import Batch, Block, BlockRef, Transaction
@@ -62,7 +64,8 @@ def check_chain_id(blocks: list[Block], chain_id: str | None) -> None:
         return
     expected = chain_id if chain_id is not None else blocks[0].chain_id
     for block in blocks:
-        if block.chain_id == expected:
+        violation = chain_id_violation(block.height, block.chain_id, expected)
+        if violation is None:
             continue
         if chain_id is not None and all(b.chain_id == block.chain_id for b in blocks):
             raise ChainMismatch(
@@ -70,45 +73,88 @@ def check_chain_id(blocks: list[Block], chain_id: str | None) -> None:
                 f" '{chain_id}'; point gnosync at a source of '{chain_id}', or sync the new"
                 " chain into another database or --db-schema"
             )
-        raise BatchInvalid(
-            block.height,
-            "chain_id",
-            f"chain id '{block.chain_id}' differs from the chain's '{expected}'",
-        )
+        raise violation.error()
 
 
-def check_link(block: Block, previous: BlockRef | None) -> None:
-    """``block`` against the block just below it.
+class PreviousBlock(Protocol):
+    """What a block's link is checked against: the block just below it."""
 
-    Genesis (height 0) links to nothing, and so does the chain's first real block
-    (height 1: its previous block id is empty, which is also genesis's hash). Any other
-    block needs ``previous``; the caller supplies it from the database or the source.
+    height: int
+    hash: str
+    total_txs: int
+
+
+class LinkedBlock(PreviousBlock, Protocol):
+    """A block as the link rules see it: a fetched :class:`Block`, or a stored row."""
+
+    last_block_hash: str
+    num_txs: int
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One rule a block breaks: its height, the check's name and what is wrong."""
+
+    height: int
+    check: str
+    detail: str
+
+    def error(self) -> BatchInvalid:
+        return BatchInvalid(self.height, self.check, self.detail)
+
+
+def link_violations(block: LinkedBlock, previous: PreviousBlock | None) -> list[Violation]:
+    """Every link rule ``block`` breaks against the block just below it, in check order.
+
+    The one home of the link rules: the sync's validation, ``gnosync verify`` and
+    ``gnosync repair`` all decide with it. Genesis (height 0) links to nothing, and so
+    does the chain's first real block (height 1: its previous block id is empty, which
+    is also genesis's hash). Any other block is checked against ``previous`` when that
+    is the block at ``block.height - 1``; the caller supplies it from the database or
+    the source.
     """
+    found: list[Violation] = []
     if block.height != GENESIS_HEIGHT and not block.hash:
-        raise BatchInvalid(block.height, "hash", "the block has an empty hash")
+        found.append(Violation(block.height, "hash", "the block has an empty hash"))
     if block.height < FIRST_COUNTED_HEIGHT and block.last_block_hash != "":
-        raise BatchInvalid(
+        found.append(Violation(
             block.height,
             "last_block_hash",
             f"block {block.height} links to {block.last_block_hash!r}; the chain's first"
             " blocks link to nothing",
-        )
+        ))
     if previous is None or previous.height != block.height - 1:
-        return
+        return found
     if block.last_block_hash != previous.hash:
-        raise BatchInvalid(
+        found.append(Violation(
             block.height,
             "last_block_hash",
             f"links to {block.last_block_hash!r} but block {previous.height}"
             f" has hash {previous.hash!r}",
-        )
+        ))
     if block.height >= FIRST_COUNTED_HEIGHT and block.total_txs != previous.total_txs + block.num_txs:
-        raise BatchInvalid(
+        found.append(Violation(
             block.height,
             "total_txs",
             f"total_txs {block.total_txs} is not block {previous.height}'s"
             f" {previous.total_txs} plus num_txs {block.num_txs}",
-        )
+        ))
+    return found
+
+
+def check_link(block: LinkedBlock, previous: PreviousBlock | None) -> None:
+    """Raise :class:`BatchInvalid` for the first rule of :func:`link_violations` that
+    ``block`` breaks."""
+    violations = link_violations(block, previous)
+    if violations:
+        raise violations[0].error()
+
+
+def chain_id_violation(height: int, chain_id: str, expected: str) -> Violation | None:
+    """The block at ``height`` against the chain it must belong to."""
+    if chain_id == expected:
+        return None
+    return Violation(height, "chain_id", f"chain id {chain_id!r} differs from the chain's {expected!r}")
 
 
 def group_transactions(

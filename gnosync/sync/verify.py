@@ -1,16 +1,14 @@
-"""``gnosync verify`` and ``gnosync repair``: audit the stored chain, re-sync what is damaged.
+"""``gnosync verify``: audit the stored chain and report what is damaged.
 
 :func:`audit` runs the store's set-based checks (:mod:`gnosync.store.audit`) on one
 snapshot and turns their rows into a :class:`VerifyReport`: one :class:`Problem` per
-damaged height (a run of heights for missing ones, a segment for a checkpoint). With a
-source it also compares every stored block hash with the one served.
-
-:func:`repair` holds the writer lock for its whole run, audits, groups the problem
-heights into contiguous ranges, and replaces each range with blocks fetched from the
-source again, validated exactly like a sync (against the stored block below, and the
-stored block above must link to the last one) and written by
-:meth:`gnosync.store.Store.replace_range` (delete and re-insert in one transaction).
-Then it audits again.
+damaged height (a run of heights for missing ones, a segment for a checkpoint). The
+links are judged by the sync's own rules (:func:`gnosync.sync.validate.link_violations`),
+so verify names a broken link exactly as the sync would have refused it. With a source
+it also compares every stored block hash with the one served
+(:mod:`gnosync.sync.source_check`). It reads only, and never migrates: a schema without
+gnosync's tables is a :class:`~gnosync.errors.ConfigError`. Re-syncing what it finds
+is :mod:`gnosync.sync.repair`'s job.
 """
 
 from __future__ import annotations
@@ -20,24 +18,17 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-import structlog
-
-from gnosync.errors import BatchInvalid, GnosyncError
+from gnosync.errors import GnosyncError
 from gnosync.retry import RetryPolicy
 from gnosync.store.audit import MAX_HEIGHT, MIN_HEIGHT, AuditBounds, AuditReader
 from gnosync.store.checkpoints import checkpoint_checksum
-from gnosync.model import Batch, Block
-from gnosync.sync.syncer import BatchReader, batches, fetch_batch
-from gnosync.sync.validate import FIRST_COUNTED_HEIGHT, validate_batch
-
-log = structlog.get_logger("gnosync.verify")
+from gnosync.sync.source_check import HashSources, stored_against_served
+from gnosync.sync.validate import Violation, chain_id_violation, link_violations
 
 T = TypeVar("T")
 
 # Each check reports at most this many rows; the report says which were cut short.
 PROBLEM_LIMIT = 100_000
-# Heights compared with the source per request (tx-indexer's element cap).
-SOURCE_CHUNK = 10_000
 # How many heights the text report names per kind.
 SHOWN = 10
 
@@ -45,7 +36,8 @@ SHOWN = 10
 KINDS: dict[str, str] = {
     "missing": "heights with no stored block",
     "duplicate_hash": "a block or transaction hash stored at more than one height",
-    "link": "last_block_hash is not the hash of the block below (or the hash is empty)",
+    "link": "last_block_hash is not the hash of the block below, a first block links to"
+    " something, or the hash is empty",
     "total_txs": "total_txs is not the block below's plus num_txs",
     "chain_id": "the block's chain id is not the recorded one",
     "tx_count": "the block's num_txs is not the number of stored transactions",
@@ -56,9 +48,20 @@ KINDS: dict[str, str] = {
     "source_hash": "the stored block hash differs from the source's",
 }
 
+# The report kind of each check of gnosync.sync.validate's link rules.
+LINK_KINDS: dict[str, str] = {
+    "hash": "link",
+    "last_block_hash": "link",
+    "total_txs": "total_txs",
+    "chain_id": "chain_id",
+}
 
-class RepairRefused(GnosyncError):
-    """The source's blocks do not fit the stored ones around a damaged range."""
+
+class CouldNotVerify(GnosyncError):
+    """The audit could not run (bad settings, unreachable database or source, missing
+    schema): neither clean nor damaged, so ``gnosync verify`` exits 2."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +167,8 @@ class AuditStore(Protocol):
     async def block_hashes(self, start: int, end: int) -> dict[int, str]: ...
 
 
-class AuditSource(Protocol):
+class AuditSource(HashSources, Protocol):
     async def latest_height(self) -> int: ...
-    def endpoint_for(self, height: int) -> BatchReader: ...
 
 
 async def audit(
@@ -190,6 +192,7 @@ async def audit(
     if start is not None and end is not None and end < start:
         raise ValueError(f"end {end} is below start {start}")
     async with store.auditing() as reader:
+        await reader.check_schema()
         bounds = await reader.bounds()
         low, high = _range(bounds, start, end)
         report = VerifyReport(start=low, end=high)
@@ -272,35 +275,28 @@ async def _check_duplicates(report, reader: AuditReader, low, high, limit) -> No
 
 
 async def _check_links(report, reader: AuditReader, low, high, chain_id, limit) -> None:
-    rows = await reader.links(low, high, chain_id, limit)
-    problems: list[Problem] = []
-    for row in rows:
-        height = row["height"]
-        below = row["prev_height"] == height - 1
-        if height != 0 and row["hash"] == "":
-            problems.append(Problem("link", height, "the block has an empty hash"))
-        elif below and row["last_block_hash"] != row["prev_hash"]:
-            problems.append(Problem(
-                "link", height,
-                f"block {height} links to {row['last_block_hash']!r} but block {height - 1}"
-                f" has hash {row['prev_hash']!r}",
-            ))
-        if (
-            below
-            and height >= FIRST_COUNTED_HEIGHT
-            and row["total_txs"] != row["prev_total"] + row["num_txs"]
-        ):
-            problems.append(Problem(
-                "total_txs", height,
-                f"total_txs {row['total_txs']} is not block {height - 1}'s {row['prev_total']}"
-                f" plus num_txs {row['num_txs']}",
-            ))
-        if chain_id is not None and row["chain_id"] != chain_id:
-            problems.append(Problem(
-                "chain_id", height,
-                f"chain id {row['chain_id']!r} differs from the recorded {chain_id!r}",
-            ))
-    _add(report, "link", rows, limit, problems)
+    """Each stored block of ``low..high`` against the stored block below it, by the
+    sync's own link rules, and against the recorded chain id."""
+    found = 0
+    previous = None
+    async for blocks in reader.block_links(low, high):
+        for block in blocks:
+            if block.height >= low:
+                violations = link_violations(block, previous)
+                if chain_id is not None and block.chain_id != chain_id:
+                    violations.append(chain_id_violation(block.height, block.chain_id, chain_id))
+                if violations:
+                    report.problems.extend(problem_of(violation) for violation in violations)
+                    found += len(violations)
+                    if found >= limit:
+                        report.truncated.append("link")
+                        return
+            previous = block
+
+
+def problem_of(violation: Violation) -> Problem:
+    """The report's problem for a broken rule of :mod:`gnosync.sync.validate`."""
+    return Problem(LINK_KINDS[violation.check], violation.height, violation.detail)
 
 
 async def _check_transactions(report, reader: AuditReader, low, high, tx_low, tx_high, limit) -> None:
@@ -393,7 +389,8 @@ def _check_state(report: VerifyReport, bounds: AuditBounds) -> None:
         ))
 
 
-async def _call(policy: RetryPolicy | None, fn: Callable[[], Awaitable[T]]) -> T:
+async def with_policy(policy: RetryPolicy | None, fn: Callable[[], Awaitable[T]]) -> T:
+    """``fn()``, retried through ``policy`` when there is one."""
     return await (policy.call(fn) if policy is not None else fn())
 
 
@@ -402,189 +399,18 @@ async def _compare_with_source(report, store: AuditStore, source: AuditSource, p
     report.source = ", ".join(endpoint.url for endpoint in endpoints) or "the source"
     if report.start is None:
         return
-    tip = await _call(policy, source.latest_height)
+    tip = await with_policy(policy, source.latest_height)
     top = min(report.end, tip)
+    if top < report.start:
+        return
+    report.source_checked = (report.start, top)
     found = 0
-    if top >= report.start:
-        report.source_checked = (report.start, top)
-    for first, last in batches(report.start, top, SOURCE_CHUNK):
-        stored = await store.block_hashes(first, last)
-        if not stored:
-            continue
-        endpoint = source.endpoint_for(last)
-
-        async def served(endpoint: BatchReader = endpoint, first: int = first, last: int = last) -> list[Block]:
-            return await endpoint.blocks(first, last)
-
-        by_height = {block.height: block.hash for block in await _call(policy, served)}
-        for height, block_hash in sorted(stored.items()):
-            theirs = by_height.get(height)
-            if theirs == block_hash:
-                continue
-            detail = (
-                f"{endpoint.url} serves no block {height}" if theirs is None
-                else f"block {height} is stored with hash {block_hash!r}, {endpoint.url} serves {theirs!r}"
-            )
-            report.problems.append(Problem("source_hash", height, detail))
-            found += 1
-            if found >= limit:
-                report.truncated.append("source_hash")
-                return
-
-
-# -- repair ----------------------------------------------------------------------------------
-
-
-@dataclass
-class RepairResult:
-    before: VerifyReport
-    after: VerifyReport
-    replaced: list[tuple[int, int]]  # heights re-synced from the source
-    orphans_deleted: int = 0
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.after.ok,
-            "before": self.before.to_json_dict(),
-            "replaced": [list(r) for r in self.replaced],
-            "orphans_deleted": self.orphans_deleted,
-            "after": self.after.to_json_dict(),
-        }
-
-
-def plan_repair(report: VerifyReport) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """The height ranges to re-sync, merged and in order, and those where only
-    transactions without a block are to be deleted (outside the checked range).
-
-    A missing run or a checkpoint's segment is re-synced whole; a broken link or
-    total at ``h`` re-syncs ``h-1..h`` (either side may be the damaged one); any other
-    problem at ``h`` re-syncs ``h``.
-    """
-    resync: list[tuple[int, int]] = []
-    strays: list[tuple[int, int]] = []
-    for problem in report.problems:
-        low, high = problem.span
-        if problem.kind == "orphan_tx":
-            inside = report.start is not None and report.start <= low and high <= report.end
-            (resync if inside else strays).append((low, high))
-        elif problem.kind in ("link", "total_txs"):
-            resync.append((max(0, low - 1), high))
-        else:
-            resync.append((low, high))
-    return merge_ranges(resync), merge_ranges(strays)
-
-
-def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Overlapping or adjacent inclusive ranges joined, in order."""
-    merged: list[tuple[int, int]] = []
-    for low, high in sorted(ranges):
-        if merged and low <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
-        else:
-            merged.append((low, high))
-    return merged
-
-
-class RepairStore(AuditStore, Protocol):
-    async def require_writer(self) -> None: ...
-    async def replace_range(self, batch: Batch, *, chain_id: str) -> None: ...
-    async def delete_orphan_transactions(self, start: int, end: int) -> int: ...
-    async def block_ref(self, height: int) -> Any: ...
-    async def block_link(self, height: int) -> Any: ...
-
-
-class RepairSource(AuditSource, Protocol):
-    async def confirm(self, origin: BatchReader, height: int, block_hash: str) -> None: ...
-
-
-async def repair(
-    store: RepairStore,
-    source: RepairSource,
-    start: int | None = None,
-    end: int | None = None,
-    *,
-    against_source: bool = False,
-    batch_size: int = 1000,
-    policy: RetryPolicy | None = None,
-) -> RepairResult:
-    """Audit ``start..end``, re-sync every damaged range from ``source``, audit again.
-
-    Takes the writer lock first, without waiting (``NotTheWriter`` while ``gnosync
-    run`` or another writer holds it), and keeps it to the end. Each range is
-    replaced in chunks of ``batch_size`` heights, each chunk in one transaction, each
-    retried through ``policy``. ``against_source`` also re-syncs the heights whose
-    stored hash differs from the source's.
-    """
-    await store.require_writer()
-    before = await audit(store, start, end, source if against_source else None, policy=policy)
-    async with store.auditing() as reader:
-        chain_id = (await reader.bounds()).chain_id
-    resync, strays = plan_repair(before)
-    deleted = 0
-    for low, high in strays:
-        deleted += await store.delete_orphan_transactions(low, high)
-    for low, high in resync:
-        chunks = list(batches(low, high, batch_size))
-        for first, last in chunks:
-            check_above = last == high
-
-            async def replace(first: int = first, last: int = last, check_above: bool = check_above) -> Batch:
-                return await _replace(store, source, first, last, chain_id, check_above=check_above)
-
-            batch = await _call(policy, replace)
-            chain_id = chain_id or batch.blocks[0].chain_id
-            log.info(
-                "range repaired", from_height=first, to_height=last,
-                blocks=len(batch.blocks), txs=len(batch.transactions),
-            )
-    after = await audit(store, start, end, source if against_source else None, policy=policy)
-    return RepairResult(before=before, after=after, replaced=resync, orphans_deleted=deleted)
-
-
-async def _replace(
-    store: RepairStore, source: RepairSource, first: int, last: int, chain_id: str | None, *, check_above: bool
-) -> Batch:
-    """Fetch ``first..last``, validate it between its stored neighbours, replace it."""
-    endpoint = source.endpoint_for(last)
-    batch = await fetch_batch(endpoint, first, last)
-    previous = await store.block_ref(first - 1) if first > 0 else None
-    try:
-        validate_batch(batch, previous, chain_id)
-    except BatchInvalid as exc:
-        endpoint.penalize(exc)
-        if previous is not None and exc.height == first and exc.check == "last_block_hash":
-            served = await endpoint.blocks(previous.height, previous.height)
-            if served and served[0].height == previous.height and served[0].hash != previous.hash:
-                raise RepairRefused(
-                    f"the stored block {previous.height} has hash {previous.hash!r} but"
-                    f" {endpoint.url} serves {served[0].hash!r}: it is damaged too (repair from"
-                    f" --from {previous.height} or lower), or the source follows another chain"
-                ) from None
-        raise
-    top = batch.blocks[-1]
-    if check_above:
-        above = await store.block_link(last + 1)
-        if above is not None:
-            _check_above(endpoint.url, top, above)
-    await source.confirm(endpoint, last, top.hash)
-    await store.replace_range(batch, chain_id=chain_id or batch.blocks[0].chain_id)
-    return batch
-
-
-def _check_above(url: str, top: Block, above: Any) -> None:
-    """The stored block just above a replaced range must link to its new last block."""
-    hint = (
-        f"block {above.height} is damaged too (repair up to --to {above.height} or higher),"
-        " or the source follows another chain"
+    differences = stored_against_served(
+        store, source, report.start, top, call=lambda fn: with_policy(policy, fn)
     )
-    if above.last_block_hash != top.hash:
-        raise RepairRefused(
-            f"the stored block {above.height} links to {above.last_block_hash!r} but {url}"
-            f" serves block {top.height} with hash {top.hash!r}: {hint}"
-        )
-    if above.height >= FIRST_COUNTED_HEIGHT and above.total_txs != top.total_txs + above.num_txs:
-        raise RepairRefused(
-            f"the stored block {above.height} has total_txs {above.total_txs}, but {url} serves"
-            f" block {top.height} with total_txs {top.total_txs} and block {above.height}"
-            f" counts {above.num_txs}: {hint}"
-        )
+    async for difference in differences:
+        report.problems.append(Problem("source_hash", difference.height, difference.detail))
+        found += 1
+        if found >= limit:
+            report.truncated.append("source_hash")
+            return
