@@ -292,7 +292,7 @@ def test_sigterm_mid_backfill_stops_cleanly(devnet, db_dsn):
     assert state["status"] == "stopped"
     last = state["last_block_h"]
     assert 1000 < last < chain.tip
-    assert asyncio.run(differences(db_dsn, url, 0, last)) == []
+    assert asyncio.run(differences(db_dsn, chain, 0, last)) == []
 
 
 def test_sigint_at_the_tip(devnet, db_dsn):
@@ -327,4 +327,4 @@ def test_kill_9_mid_backfill_then_restart_gives_exactly_the_source(devnet, db_ds
     finally:
         proc.kill()
     last = last_height(db_dsn)
-    assert asyncio.run(differences(db_dsn, url, 0, last)) == []
+    assert asyncio.run(differences(db_dsn, chain, 0, last)) == []
