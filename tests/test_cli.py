@@ -285,7 +285,7 @@ def test_sigterm_mid_backfill_stops_cleanly(devnet, db_dsn):
     try:
         wait_for(lambda: last_height(db_dsn) > 1000, what="progress")
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0
     finally:
         proc.kill()
     state = asyncio.run(state_of(db_dsn))
@@ -301,7 +301,7 @@ def test_sigint_at_the_tip(devnet, db_dsn):
     try:
         wait_for(lambda: (asyncio.run(state_of(db_dsn)) or {}).get("status") == "synced", what="synced")
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0
     finally:
         proc.kill()
     assert asyncio.run(state_of(db_dsn))["status"] == "stopped"
@@ -323,7 +323,7 @@ def test_kill_9_mid_backfill_then_restart_gives_exactly_the_source(devnet, db_ds
         tip_then = chain.tip
         wait_for(lambda: last_height(db_dsn) >= tip_then, timeout=120, what="tip")
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0
     finally:
         proc.kill()
     last = last_height(db_dsn)
