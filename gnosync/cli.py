@@ -241,7 +241,8 @@ async def _observe_server(
         ) from None
     except OSError as exc:
         raise ConfigError(
-            f"cannot serve metrics and health: {exc.strerror}; choose another address {HTTP_SETTING}"
+            f"cannot serve metrics and health on {host}:{port}: {exc.strerror.lower()};"
+            f" choose another address {HTTP_SETTING}"
         ) from None
     if server.taken_port is not None:
         log.warning(

@@ -450,8 +450,9 @@ def _idle_server(port: int) -> ObserveServer:
 async def test_port_in_use_is_a_clear_error():
     async with _idle_server(0) as first:
         second = _idle_server(first.port)
-        with pytest.raises(AddressInUse, match=f"127.0.0.1:{first.port} is already in use"):
+        with pytest.raises(AddressInUse, match="in use") as info:
             await second.start()
+        assert info.value.filename == f"127.0.0.1:{first.port}"
         assert second.port == first.port and second.taken_port is None
         await second.stop()  # nothing to stop, and no error
 
@@ -478,8 +479,9 @@ async def test_a_taken_port_gives_way_to_a_free_one_when_asked():
 async def test_an_unusable_address_is_an_error_even_when_a_free_port_would_do():
     server = _idle_server(9464)
     server.host = "192.0.2.1"  # TEST-NET-1: not an address of this machine
-    with pytest.raises(OSError, match="cannot listen on 192.0.2.1:9464") as info:
+    with pytest.raises(OSError) as info:
         await server.start(or_free_port=True)
+    assert info.value.filename == "192.0.2.1:9464"
     assert not isinstance(info.value, AddressInUse) and server.taken_port is None
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -167,7 +168,7 @@ class ObserveServer:
         """Listen on ``host:port``.
 
         Raises :class:`AddressInUse` when another socket has that address, or ``OSError``
-        when it cannot be used at all. With ``or_free_port``, a taken port is replaced by
+        when it cannot be used at all (``filename`` is the address either way). With ``or_free_port``, a taken port is replaced by
         a free one of the same host: :attr:`port` is then the one listened on and
         :attr:`taken_port` the one that was taken.
         """
@@ -190,10 +191,9 @@ class ObserveServer:
         except OSError as exc:
             await runner.cleanup()
             where = f"{self.host}:{self.port}"
-            if exc.errno == errno.EADDRINUSE:
-                raise AddressInUse(exc.errno, f"{where} is already in use") from exc
-            reason = exc.strerror or str(exc)
-            raise OSError(exc.errno, f"cannot listen on {where}: {reason}") from exc
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            kind = AddressInUse if exc.errno == errno.EADDRINUSE else OSError
+            raise kind(exc.errno, reason, where) from exc
         self._runner = runner
         if self.port == 0:
             for address in runner.addresses:
