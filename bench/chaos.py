@@ -67,8 +67,7 @@ if str(ROOT) not in sys.path:
 from gnosync.devnet.faults import DATA_KINDS, KINDS, TRANSPORT_KINDS  # noqa: E402
 from gnosync.store.embedded import start_embedded, stop_embedded  # noqa: E402
 from gnosync.store.lock import leader_name, lock_tag, writer_lock_key  # noqa: E402
-from gnosync.model import format_time  # noqa: E402
-from tests.compare import BLOCK_FIELDS, differences, source_data, transaction_differences  # noqa: E402
+from tests.compare import block_differences, differences, source_data, transaction_differences  # noqa: E402
 
 GNOSYNC = str(Path(sys.executable).with_name("gnosync"))
 SCHEMA = "indexer"
@@ -841,11 +840,7 @@ class Chaos:
             block = blocks.get(row["height"])
             if block is None:
                 continue
-            wrong = [f for f in BLOCK_FIELDS if row[f] != getattr(block, f)]
-            if row["proposer_address"] != block.proposer_address_raw:
-                wrong.append("proposer_address")
-            if format_time(row["time"], row["time_ns"]) != block.time:
-                wrong.append("time")
+            wrong = [name for name, _, _ in block_differences(row, block)]
             if wrong:
                 differing_blocks.add(row["height"])
                 note(f"block {row['height']}: {', '.join(wrong)} differ")
@@ -853,14 +848,15 @@ class Chaos:
             note(f"block {h} missing")
         tx_hashes = collections.Counter(r["hash"] for r in tx_rows)
         tx_places = collections.Counter((r["block_height"], r["tx_index"]) for r in tx_rows)
-        missing_txs = sorted(set(txs) - set(tx_hashes))
-        extra_txs = sorted(set(tx_hashes) - set(txs))
-        dup_txs = sorted({h for h, n in tx_hashes.items() if n > 1}
+        served_hashes = collections.Counter(tx["hash"] for tx in txs.values())
+        missing_txs = sorted(set(txs) - set(tx_places))  # (height, index) places
+        extra_txs = sorted(set(tx_places) - set(txs))
+        dup_txs = sorted({h for h, n in tx_hashes.items() if n > served_hashes[h]}
                          | {r["hash"] for r in tx_rows
                             if tx_places[(r["block_height"], r["tx_index"])] > 1})
         differing_txs = set()
         for row in tx_rows:
-            tx = txs.get(row["hash"])
+            tx = txs.get((row["block_height"], row["tx_index"]))
             if tx is None:
                 continue
             wrong = [name for name, _, _ in transaction_differences(row, tx)]

@@ -20,7 +20,7 @@ import orjson
 import structlog
 
 from gnosync.errors import ConfigError, GnosyncError
-from gnosync.observe.http import Liveness, ObserveServer, parse_address
+from gnosync.observe.http import DEFAULT_ADDRESS, AddressInUse, Liveness, ObserveServer, parse_address
 from gnosync.observe.logs import configure_logging
 from gnosync.observe.metrics import SyncMetrics
 from gnosync.observe.status import status_report
@@ -34,6 +34,11 @@ from gnosync.sync.loop import Follower, sync_range
 from gnosync.sync.syncer import Syncer
 
 T = TypeVar("T")
+
+log = structlog.get_logger("gnosync.cli")
+
+# Where the metrics address is set, for the errors about it.
+HTTP_SETTING = "with --http, GNOSYNC_HTTP or the config file's `http`"
 
 NO_SOURCE = (
     "no chain source: give --source URL or set GNOSYNC_SOURCE to a tx-indexer GraphQL URL"
@@ -148,7 +153,7 @@ def main() -> None:
 @click.option("--start-height", type=int, help="First height of a new sync [default: the lowest served].")
 @click.option("--fetch-concurrency", type=int, help="Ranges fetched at once during a catch-up [default: 4].")
 @click.option("--subscribe/--no-subscribe", default=None, help="Wake on the source's new-block subscription [default: on].")
-@click.option("--http", help="Address for /metrics, /healthz, /readyz, /status [default: 127.0.0.1:9464; 'off' disables].")
+@click.option("--http", help="Address for /metrics, /healthz, /readyz, /status [default: 127.0.0.1:9464, or a free port when that is taken; 'off' disables].")
 def run(**flags: Any) -> None:
     """Sync to the tip, then follow it until stopped (SIGINT/SIGTERM)."""
     settings = _settings(**flags)
@@ -206,14 +211,21 @@ def run(**flags: Any) -> None:
 async def _observe_server(
     settings: Settings, store: Store, source: SourcePool, follower: Follower
 ) -> AsyncIterator[None]:
-    """The operator's HTTP endpoint for the lifetime of ``run`` (unless turned off)."""
-    if settings.http.strip().lower() in ("", "off", "none"):
+    """The operator's HTTP endpoint for the lifetime of ``run`` (unless turned off).
+
+    An address given by the user (``--http``, ``GNOSYNC_HTTP``, the config file) is used
+    as given or ``run`` stops; the default one gives way to a free port when another
+    process (typically a second ``gnosync run``, a standby) already listens there.
+    """
+    given = settings.http is not None
+    address = settings.http if given else DEFAULT_ADDRESS
+    if address.strip().lower() in ("", "off", "none"):
         yield
         return
     try:
-        host, port = parse_address(settings.http)
+        host, port = parse_address(address)
     except ValueError as exc:
-        raise ConfigError(f"invalid setting http: {exc} (from --http or GNOSYNC_HTTP)") from None
+        raise ConfigError(f"invalid setting http: {exc}; fix it {HTTP_SETTING}") from None
 
     async def ready() -> tuple[bool, str]:
         try:
@@ -235,9 +247,25 @@ async def _observe_server(
         status=lambda: status_report(store, source, settings.component),
     )
     try:
-        await server.start()
+        await server.start(or_free_port=not given)
+    except AddressInUse:
+        raise ConfigError(
+            f"cannot serve metrics and health on {host}:{port}: another process listens"
+            f" there; choose a free address or 'off' {HTTP_SETTING}"
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"cannot serve metrics on {settings.http}: {exc}") from None
+        raise ConfigError(
+            f"cannot serve metrics and health on {host}:{port}: {exc.strerror.lower()};"
+            f" choose another address {HTTP_SETTING}"
+        ) from None
+    if server.taken_port is not None:
+        log.warning(
+            f"{host}:{server.taken_port} is taken (another gnosync run?); serving metrics and"
+            f" health on {server.url} instead",
+            taken=f"{host}:{server.taken_port}", url=server.url,
+            hint="choose the address with --http or GNOSYNC_HTTP",
+        )
+    log.info("serving metrics and health", url=server.url)
     try:
         yield
     finally:

@@ -54,7 +54,9 @@ class Settings(BaseSettings):
     retry_max: float = Field(3.0, gt=0, description="longest retry delay, seconds")
     retry_attempts: int = Field(8, ge=1, description="tries per batch for one-shot commands")
     data_dir: Path | None = Field(None, description="embedded PostgreSQL data directory")
-    http: str = Field("127.0.0.1:9464", description="metrics/health address; 'off' disables")
+    # None: not given, so the default address (127.0.0.1:9464), or a free port when
+    # another process holds it; a given address is used exactly or not at all.
+    http: str | None = Field(None, description="metrics/health address; 'off' disables")
     ready_max_lag: int = Field(50, ge=0, description="blocks behind the tip /readyz tolerates")
     checkpoint_every: int = Field(10_000, ge=0, description="heights between checkpoints; 0 disables")
 

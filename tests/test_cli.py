@@ -6,10 +6,13 @@ import asyncio
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -27,10 +30,14 @@ def gnosync(*args: str, env: dict | None = None, timeout: float = 120) -> subpro
     )
 
 
-def start(*args: str, env: dict | None = None, http: str = "127.0.0.1:0") -> subprocess.Popen:
-    """``gnosync`` in the background; its stderr lines collect in ``proc.lines``."""
+def start(*args: str, env: dict | None = None, http: str | None = "127.0.0.1:0") -> subprocess.Popen:
+    """``gnosync`` in the background; its stderr lines collect in ``proc.lines``.
+
+    ``http`` is given as ``--http`` (None: no flag, so the default address applies).
+    """
+    flags = [] if http is None else ["--http", http]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gnosync", *args, "--log-format", "json", "--http", http],
+        [sys.executable, "-m", "gnosync", *args, "--log-format", "json", *flags],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **(env or {})},
     )
@@ -42,6 +49,17 @@ def start(*args: str, env: dict | None = None, http: str = "127.0.0.1:0") -> sub
 def started(proc: subprocess.Popen) -> None:
     """Wait until the process follows the chain (its signal handlers are in place)."""
     wait_for(lambda: any('"sync started"' in line for line in proc.lines), what="start-up")
+
+
+def log_events(proc: subprocess.Popen, message: str) -> list[dict]:
+    """The JSON log lines of ``proc`` whose message starts with ``message``."""
+    found = []
+    for line in list(proc.lines):
+        if line.startswith("{"):
+            entry = orjson.loads(line)
+            if entry.get("message", "").startswith(message):
+                found.append(entry)
+    return found
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
@@ -155,6 +173,87 @@ def test_bad_environment_value():
     assert "interval" in line and "GNOSYNC_INTERVAL" in line
 
 
+def test_given_http_address_in_use_is_one_line_error(devnet, db_dsn, tmp_path):
+    _, url = devnet(blocks=10)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        config = tmp_path / "gnosync.toml"
+        config.write_text(f'http = "{address}"\n')
+        for how, env in [
+            (["--http", address], {}),
+            ([], {"GNOSYNC_HTTP": address}),
+            (["--config", str(config)], {}),
+        ]:
+            result = gnosync("run", "--source", url, "--db", db_dsn, *how, env=env)
+            line = one_line_error(result)
+            assert result.returncode == 2
+            assert f"cannot serve metrics and health on {address}: another process" in line
+            assert line.count(address) == 1 and line.count("use") <= 1, line
+            assert "--http" in line and "GNOSYNC_HTTP" in line and "config file" in line
+
+
+def default_http_env(tmp_path) -> dict[str, str]:
+    """An environment in which ``run`` uses the default metrics address: no
+    GNOSYNC_HTTP, and a config file that sets nothing."""
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    return {"GNOSYNC_HTTP": "", "GNOSYNC_CONFIG": str(config)}
+
+
+def serving_url(proc: subprocess.Popen) -> str:
+    (line,) = wait_for(lambda: log_events(proc, "serving metrics and health"), what="the endpoint")
+    return line["url"]
+
+
+def get_url(address: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(address, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
+
+
+def test_second_run_without_http_serves_on_a_free_port_as_a_standby(devnet, db_dsn, tmp_path):
+    """Two `gnosync run` with the same flags on one host and database: the second finds
+    the default port taken (by the first, or by anyone), says so, serves elsewhere and
+    waits as a standby."""
+    chain, url = devnet(blocks=2000)
+    env = default_http_env(tmp_path)
+    first = start("run", "--source", url, "--db", db_dsn, "--interval", "0.2", env=env, http=None)
+    second = None
+    try:
+        first_url = serving_url(first)
+        wait_for(lambda: last_height(db_dsn) == chain.tip, what="the first to reach the tip")
+        second = start("run", "--source", url, "--db", db_dsn, "--interval", "0.2", env=env, http=None)
+        second_url = serving_url(second)
+        (moved,) = log_events(second, "127.0.0.1:9464 is taken")
+        assert moved["level"] == "warning" and moved["taken"] == "127.0.0.1:9464"
+        assert moved["url"] == second_url and second_url in moved["message"]
+        assert second_url != first_url and not second_url.endswith(":9464")
+        wait_for(lambda: log_events(second, "standby"), what="the second to wait as a standby")
+        assert second.poll() is None and first.poll() is None
+
+        status, body = get_url(second_url + "/healthz")
+        assert status == 200 and orjson.loads(body)["ok"] is True
+        _, metrics = get_url(second_url + "/metrics")
+        assert "\ngnosync_leader 0.0\n" in metrics.decode()
+        _, metrics = get_url(first_url + "/metrics")
+        assert "\ngnosync_leader 1.0\n" in metrics.decode()
+        report = orjson.loads(get_url(second_url + "/status")[1])
+        assert report["leader"] and len(report["standbys"]) == 1
+
+        for proc in (second, first):
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+
+
 # --- the commands doing their job ------------------------------------------------------
 
 def test_sync_status_and_migrate(devnet, db_dsn):
@@ -186,14 +285,14 @@ def test_sigterm_mid_backfill_stops_cleanly(devnet, db_dsn):
     try:
         wait_for(lambda: last_height(db_dsn) > 1000, what="progress")
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0
     finally:
         proc.kill()
     state = asyncio.run(state_of(db_dsn))
     assert state["status"] == "stopped"
     last = state["last_block_h"]
     assert 1000 < last < chain.tip
-    assert asyncio.run(differences(db_dsn, url, 0, last)) == []
+    assert asyncio.run(differences(db_dsn, chain, 0, last)) == []
 
 
 def test_sigint_at_the_tip(devnet, db_dsn):
@@ -202,7 +301,7 @@ def test_sigint_at_the_tip(devnet, db_dsn):
     try:
         wait_for(lambda: (asyncio.run(state_of(db_dsn)) or {}).get("status") == "synced", what="synced")
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0
     finally:
         proc.kill()
     assert asyncio.run(state_of(db_dsn))["status"] == "stopped"
@@ -224,8 +323,8 @@ def test_kill_9_mid_backfill_then_restart_gives_exactly_the_source(devnet, db_ds
         tip_then = chain.tip
         wait_for(lambda: last_height(db_dsn) >= tip_then, timeout=120, what="tip")
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0
     finally:
         proc.kill()
     last = last_height(db_dsn)
-    assert asyncio.run(differences(db_dsn, url, 0, last)) == []
+    assert asyncio.run(differences(db_dsn, chain, 0, last)) == []

@@ -33,6 +33,17 @@ from gnosync.sync.validate import validate_batch
 SMALL = dict(blocks=400, dense_start=20, dense_length=40, tx_rate=0.02)
 TIP = SMALL["blocks"]
 LATEST = orjson.dumps({"query": queries.LATEST_HEIGHT})
+# Seconds a wait may take before the test gives up: never reached when what is awaited
+# happens. Stalls meant to outlast a client are far longer, so nothing depends on speed.
+GUARD = 60.0
+FOREVER = 3600.0
+
+
+async def until(condition, what: str) -> None:
+    deadline = time.monotonic() + GUARD
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        await asyncio.sleep(0.01)
 
 
 def small_chain(**changes: Any) -> Chain:
@@ -60,17 +71,20 @@ async def control(
         return response.status, await response.json()
 
 
-async def outcome(http: aiohttp.ClientSession, url: str, timeout: float = 5.0) -> str:
-    """What one latestBlockHeight request ran into, as a fault kind (or "ok")."""
+async def outcome(http: aiohttp.ClientSession, server: DevnetServer) -> str:
+    """What one latestBlockHeight request ran into, as a fault kind (or "ok").
+
+    Every kind but a stall shows in the answer; a stalled answer is only late, and
+    whether it was is the server's word (its stall count), never the client's clock.
+    """
+    stalls = server.injector.counts["stall"]
     try:
         async with http.post(
-            url, data=LATEST, timeout=aiohttp.ClientTimeout(total=timeout)
+            server.url, data=LATEST, timeout=aiohttp.ClientTimeout(total=GUARD)
         ) as response:
             if response.status != 200:
                 return f"http_{response.status}"
             body = await response.read()
-    except TimeoutError:
-        return "stall"
     except aiohttp.ClientError:
         return "reset"
     try:
@@ -80,7 +94,7 @@ async def outcome(http: aiohttp.ClientSession, url: str, timeout: float = 5.0) -
     if document.get("data") is None and document.get("errors"):
         return "graphql_error"
     assert document == {"data": {"latestBlockHeight": TIP}}
-    return "ok"
+    return "stall" if server.injector.counts["stall"] > stalls else "ok"
 
 
 # ----------------------------------------------------------------------- config
@@ -116,7 +130,7 @@ def test_faults_config() -> None:
 
 async def test_faults_are_off_by_default() -> None:
     async with serving() as (server, http):
-        outcomes = [await outcome(http, server.url) for _ in range(30)]
+        outcomes = [await outcome(http, server) for _ in range(30)]
         assert outcomes == ["ok"] * 30
         status, state = await control(http, server, "faults")
         assert status == 200 and state["faults"] == Faults().to_dict()
@@ -150,21 +164,21 @@ async def test_rate_limit_with_retry_after() -> None:
 
 
 async def test_stall_outlasts_a_short_client_timeout() -> None:
-    async with serving(Faults(stall=1.0, stall_seconds=5.0)) as (server, _):
+    # A stall far longer than any guard: the error can only be the client's timeout.
+    server = DevnetServer(small_chain(), faults=Faults(stall=1.0, stall_seconds=FOREVER))
+    await server.start()
+    try:
         async with SourceClient(server.url, timeout=0.3) as source:
-            started = time.monotonic()
             with pytest.raises(SourceError, match="did not answer"):
                 await source.latest_height()
-            assert time.monotonic() - started < 3.0
-        server.faults.stall_seconds = 0.2
-        async with SourceClient(server.url, timeout=5.0) as source:
-            started = time.monotonic()
+        assert server.injector.counts["stall"] == 1
+        server.faults.stall_seconds = 0.05
+        async with SourceClient(server.url, timeout=GUARD) as source:
             assert await source.latest_height() == TIP  # late, but answered
-            assert time.monotonic() - started >= 0.2
-        stopping = time.monotonic()
-    # The stalled handler of the first request does not hold the server up.
-    assert time.monotonic() - stopping < 2.0
-    assert server.injector.counts["stall"] == 2
+        assert server.injector.counts["stall"] == 2
+    finally:
+        # The first request's handler is still stalled; it does not hold the server up.
+        await asyncio.wait_for(server.stop(), GUARD)
 
 
 async def test_reset_mid_body() -> None:
@@ -374,25 +388,26 @@ async def test_outage_refuses_connections_then_recovers_on_the_same_port() -> No
         await writer.drain()
         await asyncio.wait_for(reader.readuntil(b"/graphql/query\n"), 5)
 
-        status, body = await control(http, server, "outage", {"seconds": 0.8})
-        assert status == 200 and body == {"down_for": 0.8, "port": port}
-        for _ in range(100):
-            if not server.up:
-                break
-            await asyncio.sleep(0.01)
-        assert not server.up
+        # Longer than any guard, so every check below runs while it lasts.
+        status, body = await control(http, server, "outage", {"seconds": FOREVER})
+        assert status == 200 and body == {"down_for": FOREVER, "port": port}
+        await until(lambda: not server.up, "the outage")
         with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection("127.0.0.1", port)
-        assert await asyncio.wait_for(reader.read(), 2) == b""  # the idle one was closed
+        assert await asyncio.wait_for(reader.read(), GUARD) == b""  # the idle one was closed
         writer.close()
         async with SourceClient(server.url) as source:
             with pytest.raises(SourceError, match="cannot reach") as info:
                 await source.latest_height()
             assert info.value.retryable
-            deadline = time.monotonic() + 5
-            while not server.up and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+            await server.come_up()
             assert server.up and server.port == port
+            assert await source.latest_height() == TIP
+            # A timed outage ends by itself, on the same port.
+            status, body = await control(http, server, "outage", {"seconds": 0.05})
+            assert status == 200 and body == {"down_for": 0.05, "port": port}
+            await until(lambda: server.outages == 2 and server.up, "the end of the outage")
+            assert server.port == port
             assert await source.latest_height() == TIP
 
             # In-process, without the control route.
@@ -404,23 +419,18 @@ async def test_outage_refuses_connections_then_recovers_on_the_same_port() -> No
             assert await source.latest_height() == TIP
             await server.outage(0.05)
             assert await source.latest_height() == TIP
-        assert server.outages == 3
+        assert server.outages == 4
 
 
 async def test_outage_drops_requests_in_progress() -> None:
-    async with serving(Faults(stall=1.0, stall_seconds=30)) as (server, http):
-        request = asyncio.ensure_future(outcome(http, server.url, timeout=10))
-        for _ in range(200):
-            if server.injector.counts["stall"]:
-                break
-            await asyncio.sleep(0.01)
-        started = time.monotonic()
+    async with serving(Faults(stall=1.0, stall_seconds=FOREVER)) as (server, http):
+        request = asyncio.ensure_future(outcome(http, server))
+        await until(lambda: server.injector.counts["stall"] == 1, "the stall")
         await server.go_down()
-        assert await request == "reset"
-        assert time.monotonic() - started < 2
+        assert await asyncio.wait_for(request, GUARD) == "reset"  # not answered late
         await server.come_up()
         server.faults.clear()
-        assert await outcome(http, server.url) == "ok"
+        assert await outcome(http, server) == "ok"
 
 
 # ------------------------------------------------------------------- control
@@ -447,7 +457,7 @@ async def test_control_routes_round_trip() -> None:
         # Control routes are never faulted; ops limit the GraphQL operations that are.
         only_blocks = {"http_503": 0, "http_500": 1.0, "ops": ["getBlocks"]}
         await control(http, server, "faults", only_blocks)
-        assert await outcome(http, server.url) == "ok"
+        assert await outcome(http, server) == "ok"
         variables = {"where": {"height": {"eq": 1}}}
         blocks = orjson.dumps({"query": queries.BLOCKS, "variables": variables})
         async with http.post(server.url, data=blocks) as response:
@@ -471,18 +481,18 @@ async def test_control_routes_round_trip() -> None:
         server.faults = Faults(graphql_error=1.0, seed=5)  # replaced in-process
         status, state = await control(http, server, "faults")
         assert state["faults"]["graphql_error"] == 1.0 and state["faults"]["seed"] == 5
-        assert await outcome(http, server.url) == "graphql_error"
+        assert await outcome(http, server) == "graphql_error"
 
 
 def test_running_devnet_takes_faults() -> None:
     faults = Faults()
     with running_devnet(small_chain(), faults=faults) as url:
         request = urllib.request.Request(url, data=LATEST)
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=GUARD) as response:
             assert orjson.loads(response.read()) == {"data": {"latestBlockHeight": TIP}}
         faults.http_503 = 1.0  # the object given is the one served
         with pytest.raises(urllib.error.HTTPError) as info:
-            urllib.request.urlopen(request, timeout=5)
+            urllib.request.urlopen(request, timeout=GUARD)
         with info.value:
             assert info.value.code == 503
 
@@ -491,9 +501,9 @@ def test_running_devnet_takes_faults() -> None:
 
 
 async def _sequence(seed: int, requests: int = 60) -> tuple[list[str], FaultInjector]:
-    faults = Faults.mixed(0.8, seed=seed, stall_seconds=0.5)
+    faults = Faults.mixed(0.8, seed=seed, stall_seconds=0.01)
     async with serving(faults) as (server, http):
-        outcomes = [await outcome(http, server.url, timeout=0.15) for _ in range(requests)]
+        outcomes = [await outcome(http, server) for _ in range(requests)]
         return outcomes, server.injector
 
 
@@ -536,7 +546,7 @@ def _check_cli_devnet(process: subprocess.Popen[str]) -> None:
         assert line.startswith("gnosync devnet serving chain 'dev' heights 0..42 at "), line
         assert "injecting faults" in process.stdout.readline()
         control_url = url.replace("/graphql/query", "/control/faults")
-        with urllib.request.urlopen(control_url, timeout=10) as response:
+        with urllib.request.urlopen(control_url, timeout=GUARD) as response:
             state = orjson.loads(response.read())
         assert state["faults"] == Faults.mixed(0.4, seed=5, stall_seconds=0.05).to_dict()
         process.send_signal(signal.SIGTERM)

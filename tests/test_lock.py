@@ -20,6 +20,9 @@ from tests.test_store import CHAIN, counts, fetch, make_batch
 
 LEADER = "gnosync leader indexer.block_sync"
 STANDBY = "gnosync standby indexer.block_sync"
+# Seconds a wait may take before the test gives up on it: never reached when what is
+# awaited happens. Tests assert what happened and in which order, not how fast.
+GUARD = 60.0
 
 
 @pytest.fixture
@@ -43,7 +46,7 @@ async def terminate(dsn: str, pid: int) -> None:
     assert rows[0][0], f"backend {pid} was not there to terminate"
 
 
-async def wait_until(predicate, timeout: float = 5.0, what: str = "condition") -> float:
+async def wait_until(predicate, timeout: float = GUARD, what: str = "condition") -> float:
     """Poll ``predicate`` (maybe async) until true; the seconds it took."""
     started = time.monotonic()
     while True:
@@ -154,9 +157,7 @@ async def test_standby_takes_over_after_release(stores):
     await a.release_writer()
     assert not a.is_writer
     await a.release_writer()  # idempotent
-    started = time.monotonic()
-    assert await asyncio.wait_for(claim, 2.0)
-    assert time.monotonic() - started < 1.0
+    assert await asyncio.wait_for(claim, GUARD)
     assert b.is_writer and len(seen) == 1
     assert [(w.role, w.application_name) for w in await a.writers()] == [("leader", LEADER)]
     # The old leader's writes are refused now.
@@ -172,9 +173,7 @@ async def test_standby_takes_over_when_leader_backend_is_terminated(stores, db_d
     await wait_until(lambda: calls, what="the standby callback")
 
     await terminate(db_dsn, await leader_pid(a))
-    started = time.monotonic()
-    assert await asyncio.wait_for(claim, 2.0)
-    assert time.monotonic() - started < 1.0
+    assert await asyncio.wait_for(claim, GUARD)
     assert b.is_writer
 
     # The old leader finds out at its next write, which stores nothing.
@@ -194,13 +193,14 @@ async def test_claim_stops_when_asked(stores):
     assert await a.claim_writer(wait=False)
     stop = asyncio.Event()
     waiting = asyncio.Event()
+    # A poll far longer than any guard: the claim can only return because of the stop.
     claim = asyncio.create_task(
-        b.claim_writer(wait=True, poll=5.0, stop=stop, on_standby=lambda _: waiting.set())
+        b.claim_writer(wait=True, poll=3600.0, stop=stop, on_standby=lambda _: waiting.set())
     )
-    await asyncio.wait_for(waiting.wait(), 2.0)
+    await asyncio.wait_for(waiting.wait(), GUARD)
     assert await standby_count(a) == 1
     stop.set()
-    assert await asyncio.wait_for(claim, 1.0) is False
+    assert await asyncio.wait_for(claim, GUARD) is False
     assert not b.is_writer
     await wait_until(lambda: _no_standby(a), what="the standby to go")
 
@@ -313,7 +313,7 @@ async def test_commits_run_on_the_writer_connection(stores, db_dsn):
             )
             waiting = await _lock_waiter(blocker)
             assert waiting == (await leader_pid(a), LEADER)
-        await asyncio.wait_for(task, 5.0)
+        await asyncio.wait_for(task, GUARD)
     finally:
         await blocker.close()
     assert await counts(db_dsn) == (10, 9, 1)
@@ -440,7 +440,7 @@ async def test_close_releases_the_lock(stores, db_dsn):
     assert await a.claim_writer(wait=False)
     claim = asyncio.create_task(b.claim_writer(wait=True, poll=0.1))
     await a.close()
-    assert await asyncio.wait_for(claim, 2.0)
+    assert await asyncio.wait_for(claim, GUARD)
 
 
 # -- health and recovery ----------------------------------------------------------------------
@@ -525,7 +525,7 @@ async def test_killed_leader_process_is_replaced_within_seconds(stores, db_dsn):
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     )
     try:
-        line = await asyncio.wait_for(proc.stdout.readline(), 10.0)
+        line = await asyncio.wait_for(proc.stdout.readline(), GUARD)
         assert line.strip() == b"locked"
         assert not await store.claim_writer(wait=False)
         leaders: list[WriterInfo | None] = []
@@ -538,9 +538,7 @@ async def test_killed_leader_process_is_replaced_within_seconds(stores, db_dsn):
             await store.commit_batch(make_batch(0, 0), chain_id=CHAIN, status="syncing")
 
         proc.send_signal(signal.SIGKILL)
-        started = time.monotonic()
-        assert await asyncio.wait_for(claim, 5.0)
-        assert time.monotonic() - started < 5.0
+        assert await asyncio.wait_for(claim, GUARD)
         assert store.is_writer
         await store.commit_batch(make_batch(0, 0), chain_id=CHAIN, status="syncing")
     finally:

@@ -24,7 +24,13 @@ from gnosync.errors import (
     SourceError,
     StoreError,
 )
-from gnosync.observe.http import Liveness, ObserveServer, liveness_window, parse_address
+from gnosync.observe.http import (
+    AddressInUse,
+    Liveness,
+    ObserveServer,
+    liveness_window,
+    parse_address,
+)
 from gnosync.observe.metrics import CONTENT_TYPE, SyncMetrics, error_kind
 from gnosync.source.pool import EndpointHealth
 
@@ -301,7 +307,8 @@ class Probe:
 async def served():
     probe = Probe()
     metrics = exercised()
-    liveness = Liveness(0.3)
+    probe.clock = FakeClock(0)
+    liveness = Liveness(30, clock=probe.clock)
     server = ObserveServer(
         "127.0.0.1", 0, metrics=metrics, status=probe.status, ready=probe.is_ready, alive=liveness.alive
     )
@@ -336,12 +343,12 @@ async def test_metrics_endpoint(served):
 
 
 async def test_healthz_flips_when_the_loop_stops_turning(served):
-    server, session, _, liveness, _ = served
+    server, session, probe, liveness, _ = served
     status, content_type, body = await get(session, server.url + "/healthz")
     assert status == 200 and content_type == "application/json"
     assert json.loads(body)["ok"] is True
 
-    await asyncio.sleep(0.4)  # no beat for longer than the 0.3 s window
+    probe.clock.now = 30.1  # no beat for longer than the window
     status, _, body = await get(session, server.url + "/healthz")
     assert status == 503
     answer = json.loads(body)
@@ -429,19 +436,53 @@ async def test_stop_closes_the_port():
             await session.get(url + "/metrics")
 
 
-async def test_port_in_use_is_a_clear_error():
+def _idle_server(port: int) -> ObserveServer:
     async def status() -> dict:
         return {}
 
     async def ready() -> tuple[bool, str]:
         return True, "ok"
 
-    first = ObserveServer(port=0, metrics=SyncMetrics(), status=status, ready=ready, alive=Liveness().alive)
-    async with first:
-        second = ObserveServer(port=first.port, metrics=SyncMetrics(), status=status, ready=ready,
-                               alive=Liveness().alive)
-        with pytest.raises(OSError, match="GNOSYNC_HTTP"):
+    return ObserveServer(port=port, metrics=SyncMetrics(), status=status, ready=ready,
+                         alive=Liveness().alive)
+
+
+async def test_port_in_use_is_a_clear_error():
+    async with _idle_server(0) as first:
+        second = _idle_server(first.port)
+        with pytest.raises(AddressInUse, match="in use") as info:
             await second.start()
+        assert info.value.filename == f"127.0.0.1:{first.port}"
+        assert second.port == first.port and second.taken_port is None
+        await second.stop()  # nothing to stop, and no error
+
+
+async def test_a_taken_port_gives_way_to_a_free_one_when_asked():
+    async with _idle_server(0) as first, aiohttp.ClientSession() as session:
+        second = _idle_server(first.port)
+        await second.start(or_free_port=True)
+        try:
+            assert second.taken_port == first.port
+            assert second.port not in (0, first.port)
+            assert second.url == f"http://127.0.0.1:{second.port}"
+            for server in (first, second):  # both answer, each on its own port
+                status, _, body = await get(session, server.url + "/healthz")
+                assert status == 200 and json.loads(body)["ok"] is True
+        finally:
+            await second.stop()
+        # A free port is used as asked, and nothing is said to have been taken.
+        third = _idle_server(0)
+        async with third:
+            assert third.taken_port is None and third.port != 0
+
+
+async def test_an_unusable_address_is_an_error_even_when_a_free_port_would_do():
+    server = _idle_server(9464)
+    server.host = "192.0.2.1"  # TEST-NET-1: not an address of this machine
+    with pytest.raises(OSError) as info:
+        await server.start(or_free_port=True)
+    assert info.value.filename == "192.0.2.1:9464"
+    assert not isinstance(info.value, AddressInUse) and server.taken_port is None
 
 
 # -- deploy/ ----------------------------------------------------------------------------

@@ -15,6 +15,8 @@ Prometheus, a supervisor or a reverse proxy, not for the open internet.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +28,7 @@ from gnosync.observe.metrics import CONTENT_TYPE, SyncMetrics
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9464
+DEFAULT_ADDRESS = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
 LIVENESS_MIN_WINDOW = 30.0
 LIVENESS_INTERVALS = 5
 
@@ -109,6 +112,10 @@ def parse_address(value: str, *, default_port: int = DEFAULT_PORT) -> tuple[str,
     return host or DEFAULT_HOST, port
 
 
+class AddressInUse(OSError):
+    """Another socket already listens on the address the server was asked to use."""
+
+
 def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(
         body=orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS),
@@ -144,6 +151,7 @@ class ObserveServer:
         self._ready = ready
         self._alive = alive
         self.timeout = timeout
+        self.taken_port: int | None = None
         self._runner: web.AppRunner | None = None
         self.app = web.Application()
         self.app.router.add_get("/metrics", self._handle_metrics)
@@ -156,9 +164,25 @@ class ObserveServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    async def start(self) -> None:
+    async def start(self, *, or_free_port: bool = False) -> None:
+        """Listen on ``host:port``.
+
+        Raises :class:`AddressInUse` when another socket has that address, or ``OSError``
+        when it cannot be used at all (``filename`` is the address either way). With ``or_free_port``, a taken port is replaced by
+        a free one of the same host: :attr:`port` is then the one listened on and
+        :attr:`taken_port` the one that was taken.
+        """
         if self._runner is not None:
             return
+        try:
+            await self._listen()
+        except AddressInUse:
+            if not or_free_port or self.port == 0:
+                raise
+            self.taken_port, self.port = self.port, 0
+            await self._listen()
+
+    async def _listen(self) -> None:
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
@@ -166,10 +190,10 @@ class ObserveServer:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise OSError(
-                exc.errno, f"cannot serve metrics and health on {self.host}:{self.port}: {exc.strerror}"
-                " (is another process using the port? choose another with GNOSYNC_HTTP)"
-            ) from exc
+            where = f"{self.host}:{self.port}"
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            kind = AddressInUse if exc.errno == errno.EADDRINUSE else OSError
+            raise kind(exc.errno, reason, where) from exc
         self._runner = runner
         if self.port == 0:
             for address in runner.addresses:
