@@ -22,6 +22,7 @@ from gnosync.errors import (
     ConfigError,
     NotATxIndexer,
     SourceError,
+    SourceTimeout,
     StoreError,
 )
 from gnosync.observe.http import (
@@ -54,6 +55,7 @@ PUBLIC_NAMES = {
     "gnosync_batch_size_blocks_count",
     "gnosync_errors_total",
     "gnosync_retries_total",
+    "gnosync_stuck",
     "gnosync_source_up",
     "gnosync_source_latency_seconds",
     "gnosync_source_reported_height",
@@ -89,8 +91,9 @@ def exercised(clock: FakeClock | None = None) -> SyncMetrics:
     metrics = SyncMetrics(clock=clock or FakeClock())
     metrics.source_height(1500)
     metrics.batch_committed(1000, 12, 0.42, 1000, datetime(2024, 1, 1, tzinfo=timezone.utc))
-    metrics.error(SourceError("timeout", retryable=True))
-    metrics.retry()
+    metrics.error(SourceTimeout("timeout"))
+    metrics.retry("timeout")
+    metrics.stuck(False)
     metrics.endpoints([
         EndpointHealth("http://idx-1:8546/graphql/query", height=1500, latency=0.02),
         EndpointHealth("http://idx-2:8546/graphql/query", height=1490, latency=0.05, up=False),
@@ -137,9 +140,10 @@ def test_counters_and_histograms_add_up():
     assert value(metrics, "gnosync_batch_size_blocks_sum") / value(metrics, "gnosync_batch_size_blocks_count") == 75
     assert value(metrics, "gnosync_last_synced_height") == 149
     assert value(metrics, "gnosync_last_sync_timestamp_seconds") == clock.now
-    metrics.retry()
-    metrics.retry()
-    assert value(metrics, "gnosync_retries_total") == 2
+    metrics.retry("timeout")
+    metrics.retry("bad_data")
+    assert value(metrics, "gnosync_retries_total", cause="timeout") == 1
+    assert value(metrics, "gnosync_retries_total", cause="bad_data") == 1
 
 
 def test_batch_duration_buckets_span_a_millisecond_to_ten_seconds():
@@ -193,7 +197,7 @@ def test_block_time_as_naive_datetime_or_rfc3339_text():
 @pytest.mark.parametrize(
     ("exc", "kind"),
     [
-        (SourceError("down", retryable=True), "source"),
+        (SourceError("down"), "source"),
         (NotATxIndexer("not graphql"), "source"),
         (StoreError("connection lost", retryable=True), "store"),
         (BatchInvalid(12, "link", "hash differs"), "validation"),

@@ -75,7 +75,7 @@ class TipWatcher:
         async def attempt() -> None:
             await self._listen(url)
             # A subscription that ends cleanly is still a subscription lost.
-            raise SourceError(f"subscription at {url} closed", retryable=True)
+            raise SourceError(f"subscription at {url} closed")
 
         async def on_retry(exc: BaseException, attempt_no: int, delay: float) -> None:
             self.connected.discard(url)
@@ -103,7 +103,7 @@ class TipWatcher:
                             break
                         await self._handle(ws, url, orjson.loads(frame.data))
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError, orjson.JSONDecodeError) as exc:
-            raise SourceError(f"subscription at {url} failed: {exc}", retryable=True) from None
+            raise SourceError(f"subscription at {url} failed: {exc}") from None
 
     async def _handle(self, ws: aiohttp.ClientWebSocketResponse, url: str, message: dict) -> None:
         kind = message.get("type")
@@ -118,6 +118,6 @@ class TipWatcher:
         elif kind == "ping":
             await ws.send_bytes(orjson.dumps({"type": "pong"}))
         elif kind in ("error", "connection_error"):
-            raise SourceError(f"subscription at {url} refused: {message.get('payload')}", retryable=True)
+            raise SourceError(f"subscription at {url} refused: {message.get('payload')}")
         elif kind == "complete":
-            raise SourceError(f"subscription at {url} completed by the server", retryable=True)
+            raise SourceError(f"subscription at {url} completed by the server")
