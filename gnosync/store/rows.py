@@ -4,29 +4,34 @@ Pure functions: the tuples follow ``sql.BLOCK_COLUMNS`` and ``sql.TRANSACTION_CO
 Times are split by :func:`gnosync.model.parse_time` into a microsecond
 ``datetime`` and the nanoseconds below it. Raw JSON becomes ``str``, which asyncpg's
 binary jsonb codec takes as is.
+
+What PostgreSQL cannot hold (NUL, bytes that are not UTF-8, lone surrogates; see
+:mod:`gnosync.store.sanitize`) is replaced by U+FFFD in a transaction's ``memo``, gas fee
+denomination, ``messages`` and ``response``, and the row's ``sanitized`` column says so;
+``content_raw`` keeps the transaction's exact bytes either way.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from gnosync.errors import BatchInvalid
 from gnosync.model import Block, Transaction, parse_time
+from gnosync.store.sanitize import clean_json, clean_text
 
 
 def block_row(block: Block) -> tuple[Any, ...]:
-    """``block`` as a row of ``blocks``. Raises ``ValueError`` on a malformed time."""
+    """``block`` as a row of ``blocks``.
+
+    Raises ``BatchInvalid`` on a malformed time, or a chain id PostgreSQL cannot store.
+    """
     try:
         moment, nanos = parse_time(block.time)
     except ValueError as exc:
-        raise ValueError(f"block {block.height}: {exc}") from None
-    return (
-        block.height,
+        raise BatchInvalid(block.height, "time", str(exc)) from None
+    strings = (
         block.hash,
         block.chain_id,
-        moment,
-        nanos,
-        block.num_txs,
-        block.total_txs,
         block.version,
         block.app_version,
         block.last_block_hash,
@@ -38,11 +43,41 @@ def block_row(block: Block) -> tuple[Any, ...]:
         block.last_results_hash,
         block.proposer_address_raw,
     )
+    joined = "".join(strings)
+    if not joined.isascii() or "\x00" in joined:
+        strings = _clean_block_strings(block, strings)
+    return (block.height, strings[0], strings[1], moment, nanos, block.num_txs, block.total_txs, *strings[2:])
+
+
+def _clean_block_strings(block: Block, strings: tuple[str, ...]) -> tuple[str, ...]:
+    # None of a block's strings is anyone's input but the chain's and tx-indexer's: the
+    # hashes, time and proposer are formatted by tx-indexer (base64, RFC 3339, bech32)
+    # and version, app_version and chain_id are the node's and the genesis'. They are
+    # made storable all the same, so that a strange chain is stored rather than halting
+    # gnosync. Except chain_id: it is recorded in app_state and compared with the
+    # source's on every batch and start, so it must be stored exactly; a chain id that
+    # PostgreSQL cannot hold is refused, by name.
+    if clean_text(block.chain_id)[1]:
+        raise BatchInvalid(
+            block.height,
+            "chain_id",
+            f"the chain id {block.chain_id!r} holds a character PostgreSQL cannot store"
+            " (NUL or a lone surrogate); gnosync cannot keep a copy of this chain",
+        )
+    return tuple(clean_text(value)[0] for value in strings)
 
 
 def transaction_row(tx: Transaction) -> tuple[Any, ...]:
-    """``tx`` as a row of ``transactions``."""
+    """``tx`` as a row of ``transactions``, ``sanitized`` last.
+
+    ``hash`` and ``content_raw`` are tx-indexer's base64 and hex of the transaction's
+    bytes, ASCII whatever the transaction holds, and are stored as served.
+    """
     fee = tx.gas_fee
+    memo, memo_changed = clean_text(tx.memo)
+    messages, messages_changed = clean_json(bytes(tx.messages))
+    response, response_changed = clean_json(bytes(tx.response))
+    denom, denom_changed = (None, False) if fee is None else clean_text(fee.denom)
     return (
         tx.block_height,
         tx.index,
@@ -51,9 +86,10 @@ def transaction_row(tx: Transaction) -> tuple[Any, ...]:
         tx.gas_wanted,
         tx.gas_used,
         None if fee is None else fee.amount,
-        None if fee is None else fee.denom,
-        tx.memo,
+        denom,
+        memo,
         tx.content_raw,
-        bytes(tx.messages).decode(),
-        bytes(tx.response).decode(),
+        messages,
+        response,
+        memo_changed or messages_changed or response_changed or denom_changed,
     )
