@@ -56,7 +56,8 @@ from graphql import (
 
 from gnosync.devnet.chain import _MASK64 as MASK64
 from gnosync.devnet.chain import _NS as NS
-from gnosync.devnet.chain import APP_VERSION, BLOCK_INTERVAL_NS, VERSION
+from gnosync.devnet.chain import APP_VERSION, BLOCK_INTERVAL_NS, VERSION, json_bytes
+from gnosync.devnet.chain import block_txs as listed_txs
 from gnosync.devnet.filters import U64_MAX, range_bounds
 from gnosync.source import queries
 
@@ -309,7 +310,16 @@ def transaction_fragment(tx: _Tx) -> bytes:
     messages = _as_selected(view["messages"])
     if messages is not None:
         view = {**view, "messages": messages}
-    return _encode(view)
+    return _encode_any(view)
+
+
+def _encode_any(value: Any) -> bytes:
+    """``value`` encoded, strings holding bytes that are not UTF-8 included (written as
+    those bytes, as tx-indexer does: see :func:`gnosync.devnet.chain.json_bytes`)."""
+    try:
+        return _encode(value)
+    except UnicodeEncodeError:
+        return json_bytes(value)
 
 
 _DAYS: dict[int, bytes] = {}  # day number since the epoch -> b"YYYY-MM-DDT"
@@ -366,6 +376,7 @@ def encode_range(
     hashes = chain._hashes
     counts = chain._tx_count
     file_pool = chain._file_pool
+    special = chain._special
     templated = chain.config.tx_templates > 0
     proposers = [validator.encode() for validator in chain.validators]
     n_validators = len(proposers)
@@ -435,7 +446,7 @@ def encode_range(
         count = counts.get(height, 0)
         if not count:
             block_txs = b"[]"
-        elif templated and height not in file_pool:
+        elif templated and height not in file_pool and height not in special:
             parts = []
             for index, (tx_template, _, content, _, tx_hash) in enumerate(
                 chain._take_light_txs(height, count)
@@ -464,7 +475,7 @@ def encode_range(
             block_txs = b"[" + b",".join(parts) + b"]"
         else:
             chain_txs = chain._txs_at(height)
-            block_txs = _encode([tx.block_view() for tx in chain_txs])
+            block_txs = _encode_any(listed_txs(chain_txs))
             if with_txs:
                 txs.extend(transaction_fragment(tx) for tx in chain_txs)
         append(
