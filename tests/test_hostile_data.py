@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import asyncpg
@@ -199,3 +201,75 @@ def test_block_row_replaces_what_postgresql_refuses_but_never_in_the_chain_id():
     with pytest.raises(BatchInvalid) as info:
         block_row(msgspec.structs.replace(block, chain_id="dev\x00"))
     assert (info.value.height, info.value.check) == (1, "chain_id")
+
+
+# -- the sync, end to end ------------------------------------------------------------------
+
+
+def gnosync(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gnosync", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def storable(value):
+    """The devnet's own value of a served field, as PostgreSQL can hold it: the bytes
+    of each string (bytes that are not UTF-8 are kept as surrogate escapes) read as
+    UTF-8 with U+FFFD for what is not, and NUL as U+FFFD."""
+    if isinstance(value, str):
+        text = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return text.replace("\x00", REPLACEMENT)
+    if isinstance(value, list):
+        return [storable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: storable(item) for key, item in value.items()}
+    return value
+
+
+async def stored_transactions(dsn: str) -> list[dict]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT block_height, tx_index, hash, memo, content_raw, gas_fee_denom, sanitized,"
+            " messages::text AS messages, response::text AS response"
+            " FROM indexer.transactions ORDER BY block_height, tx_index"
+        )
+        state = await conn.fetchrow("SELECT last_block_h, status, last_error FROM indexer.app_state")
+    finally:
+        await conn.close()
+    return [dict(row) for row in rows], dict(state)
+
+
+async def test_hostile_transactions_are_stored_marked_and_the_sync_goes_on(devnet, db_dsn):
+    """A failed call with NUL in its memo, an argument and an event attribute, and a call
+    whose argument is not UTF-8, at height 6000 of 8000: the sync reaches the end."""
+    chain, url = devnet(blocks=8000, hostile_txs=(6000,))
+    result = gnosync("sync", "--from", "0", "--to", "8000", "--source", url, "--db", db_dsn)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    rows, state = await stored_transactions(db_dsn)
+    assert state["last_block_h"] == 8000 and state["last_error"] is None
+    served = chain.transactions_in(0, 8000)  # the devnet's own data
+    assert [(r["block_height"], r["tx_index"], r["hash"]) for r in rows] == [
+        (tx["block_height"], tx["index"], tx["hash"]) for tx in served
+    ]
+    hostile = [r for r in rows if r["sanitized"]]
+    assert [(r["block_height"], r["tx_index"]) for r in hostile] == [(6000, 0), (6000, 1)]
+    for row, tx in zip(rows, served):
+        assert row["content_raw"] == tx["content_raw"]  # the exact bytes, always
+        if row["sanitized"]:
+            assert row["memo"] == storable(tx["memo"])
+            assert json.loads(row["messages"]) == storable(tx["messages"])
+            assert json.loads(row["response"]) == storable(tx["response"])
+        else:
+            assert row["memo"] == tx["memo"]
+    failed, named = hostile
+    assert failed["memo"] == "memo with a NUL: \ufffd"
+    failed_messages = json.loads(failed["messages"])
+    assert failed_messages[0]["value"]["args"] == ["1", "Re: \ufffd the NUL thread", "body\ufffd"]
+    attrs = json.loads(failed["response"])["events"][0]["attrs"]
+    assert attrs[1] == {"key": "title", "value": "Re: \ufffd the NUL thread"}
+    name = b"caf\xe9 \xff\xfe \xed\xa0\x80 \xe2\x82".decode("utf-8", "replace")
+    assert json.loads(named["messages"])[0]["value"]["args"] == [name]
+    assert json.loads(named["response"])["events"][0]["attrs"][1]["value"] == name
+    assert b"\xff\xfe" in bytes.fromhex(named["content_raw"][3:-1])
