@@ -388,6 +388,22 @@ def orjson_surrogates(body: bytes) -> Any:
     return json.loads(body.decode("utf-8", "surrogateescape"))
 
 
+def test_odd_heights_among_exported_transactions() -> None:
+    files = sorted(GNOLAND1.glob("*.jsonl"))
+    if not files:
+        pytest.skip(f"no exports in {GNOLAND1}")
+    plain = Chain(ChainConfig(blocks=3000, txs_files=files))
+    taken = plain.tx_heights(1, 3000)[5]
+    free = next(h for h in range(2000, 3000) if not plain.num_txs(h))
+    odd = Chain(ChainConfig(blocks=3000, txs_files=files, hostile_txs=(taken,), undecodable_txs=(free,)))
+    assert (odd.num_txs(taken), odd.num_txs(free)) == (2, 20)
+    assert odd.total_txs(3000) == plain.total_txs(3000) - plain.num_txs(taken) + 22
+    grown = Chain(ChainConfig(blocks=10, txs_files=files, txs_span=3000, hostile_txs=(taken,), undecodable_txs=(free,)))
+    while grown.tip < 3000:
+        grown.append_block()
+    assert grown.blocks_in(0, 3000) == odd.blocks_in(0, 3000)
+
+
 def test_odd_heights_are_checked() -> None:
     for bad in (
         dict(hostile_txs=(0,)),

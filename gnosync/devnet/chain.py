@@ -1056,14 +1056,11 @@ class Chain:
     def _place(self, height: int, count: int) -> None:
         """Record ``count`` transactions at ``height``, after the special heights below
         it; a special height's own transactions replace those ``count`` says."""
-        specials, index = self._special_heights, self._special_next
-        while index < len(specials) and specials[index] < height:
-            self._record_placement(specials[index], _SPECIAL_COUNTS[self._special[specials[index]]])
-            index += 1
-        if index < len(specials) and specials[index] == height:
+        self._place_specials(height - 1)
+        specials = self._special_heights
+        if self._special_next < len(specials) and specials[self._special_next] == height:
+            self._special_next += 1
             count = _SPECIAL_COUNTS[self._special[height]]
-            index += 1
-        self._special_next = index
         self._record_placement(height, count)
 
     def _place_specials(self, upto: int) -> None:
