@@ -190,7 +190,7 @@ def test_transaction_row_marks_what_it_replaced():
         assert "\x00" not in row["memo"] + row["messages"] + row["response"] + row["gas_fee_denom"]
 
 
-def test_block_row_replaces_what_postgresql_refuses_but_never_in_the_chain_id():
+def test_block_row_makes_node_strings_storable_but_refuses_such_a_chain_id():
     batch, _ = make_chain(1, 1)
     block = batch.blocks[0]
     row = dict(zip(sql.BLOCK_COLUMNS, block_row(block)))

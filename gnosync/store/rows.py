@@ -29,11 +29,35 @@ def block_row(block: Block) -> tuple[Any, ...]:
         moment, nanos = parse_time(block.time)
     except ValueError as exc:
         raise BatchInvalid(block.height, "time", str(exc)) from None
-    strings = (
+    version, app_version = block.version, block.app_version
+    # A block's strings are no one's input but the chain's and tx-indexer's. The hashes,
+    # the time and the proposer are tx-indexer's base64, RFC 3339 and bech32 of bytes it
+    # holds: ASCII always (a server sending otherwise gets PostgreSQL's one-line refusal,
+    # and the time is checked above). version and app_version are the node's and
+    # chain_id the genesis': strings, made storable like a memo, so that an odd chain is
+    # stored rather than stopping gnosync. Except chain_id: it is recorded in app_state
+    # and compared with the source's on every batch and start, so it must be stored
+    # exactly, and one PostgreSQL cannot hold is refused, by name.
+    chain_set = block.chain_id + version + app_version
+    if not chain_set.isascii() or "\x00" in chain_set:
+        if clean_text(block.chain_id)[1]:
+            raise BatchInvalid(
+                block.height,
+                "chain_id",
+                f"the chain id {block.chain_id!r} holds a character PostgreSQL cannot store"
+                " (NUL or a lone surrogate); gnosync cannot keep a copy of this chain",
+            )
+        version, app_version = clean_text(version)[0], clean_text(app_version)[0]
+    return (
+        block.height,
         block.hash,
         block.chain_id,
-        block.version,
-        block.app_version,
+        moment,
+        nanos,
+        block.num_txs,
+        block.total_txs,
+        version,
+        app_version,
         block.last_block_hash,
         block.last_commit_hash,
         block.validators_hash,
@@ -43,28 +67,6 @@ def block_row(block: Block) -> tuple[Any, ...]:
         block.last_results_hash,
         block.proposer_address_raw,
     )
-    joined = "".join(strings)
-    if not joined.isascii() or "\x00" in joined:
-        strings = _clean_block_strings(block, strings)
-    return (block.height, strings[0], strings[1], moment, nanos, block.num_txs, block.total_txs, *strings[2:])
-
-
-def _clean_block_strings(block: Block, strings: tuple[str, ...]) -> tuple[str, ...]:
-    # None of a block's strings is anyone's input but the chain's and tx-indexer's: the
-    # hashes, time and proposer are formatted by tx-indexer (base64, RFC 3339, bech32)
-    # and version, app_version and chain_id are the node's and the genesis'. They are
-    # made storable all the same, so that a strange chain is stored rather than halting
-    # gnosync. Except chain_id: it is recorded in app_state and compared with the
-    # source's on every batch and start, so it must be stored exactly; a chain id that
-    # PostgreSQL cannot hold is refused, by name.
-    if clean_text(block.chain_id)[1]:
-        raise BatchInvalid(
-            block.height,
-            "chain_id",
-            f"the chain id {block.chain_id!r} holds a character PostgreSQL cannot store"
-            " (NUL or a lone surrogate); gnosync cannot keep a copy of this chain",
-        )
-    return tuple(clean_text(value)[0] for value in strings)
 
 
 def transaction_row(tx: Transaction) -> tuple[Any, ...]:
