@@ -350,7 +350,9 @@ def json_bytes(value: Any) -> bytes:
     """
     try:
         return orjson.dumps(value)
-    except orjson.JSONEncodeError:  # surrogates: bytes that are not UTF-8
+    except orjson.JSONEncodeError as exc:
+        if "surrogates" not in str(exc):  # anything but bytes that are not UTF-8
+            raise
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
         return text.encode("utf-8", "surrogateescape")
 
