@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator, TypeVar
 
 import click
 import orjson
+import structlog
 
 from gnosync.errors import ConfigError, GnosyncError
 from gnosync.observe.http import Liveness, ObserveServer, parse_address
@@ -104,8 +105,16 @@ def _policy(settings: Settings, *, attempts: int | None) -> RetryPolicy:
 async def _first_contact(settings: Settings, source: SourcePool) -> int:
     """The source's height, retried a few times: a flaky first answer is not a reason to
     exit, but a URL that is not a tx-indexer, or a source still down after the retries,
-    is (one clear line)."""
-    return await _policy(settings, attempts=settings.retry_attempts).call(source.check)
+    is (one clear line). An endpoint that refuses gnosync while another answers is
+    left out, with a warning."""
+    height = await _policy(settings, attempts=settings.retry_attempts).call(source.check)
+    for health in source.health():
+        if health.rejected:
+            structlog.get_logger("gnosync.source").warning(
+                "endpoint left out: it refuses gnosync; syncing from the others",
+                endpoint=health.url, error=health.last_error,
+            )
+    return height
 
 
 class _Group(click.Group):
@@ -173,6 +182,8 @@ def run(**flags: Any) -> None:
                     start_height=settings.start_height,
                     concurrency=settings.fetch_concurrency,
                     batch_txs=settings.batch_txs,
+                    max_pending_bytes=settings.max_pending_bytes,
+                    stuck_after=settings.stuck_after,
                     metrics=metrics,
                     liveness=Liveness.for_interval(settings.interval),
                     watcher=TipWatcher(
@@ -208,6 +219,9 @@ async def _observe_server(
             await store.ping()
         except GnosyncError as exc:
             return False, f"database unreachable: {exc}"
+        stuck = follower.stuck
+        if stuck is not None:
+            return False, f"stuck: {stuck}"
         lag = follower.metrics.lag_blocks
         if lag is None:
             return False, "the source's height is not known yet"
@@ -252,6 +266,7 @@ def sync_command(start: int, end: int, **flags: Any) -> None:
             return await sync_range(
                 syncer, start, end, batch_size=settings.batch_size, policy=policy,
                 concurrency=settings.fetch_concurrency, batch_txs=settings.batch_txs,
+                max_pending_bytes=settings.max_pending_bytes,
             )
 
     added = _run(main())

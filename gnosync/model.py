@@ -18,16 +18,8 @@ class Coin(msgspec.Struct, frozen=True):
     denom: str
 
 
-class TxFee(msgspec.Struct, frozen=True):
-    gas_wanted: int
-    gas_fee: Coin
-
-
 class BlockTransaction(msgspec.Struct, frozen=True):
     hash: str
-    fee: TxFee
-    memo: str
-    content_raw: str
 
 
 class Block(msgspec.Struct, frozen=True):
@@ -83,6 +75,14 @@ class Batch:
     end: int
     blocks: list[Block]
     transactions: list[Transaction]
+
+    def prefix(self, end: int) -> Batch:
+        """The batch cut after height ``end`` (``start <= end``)."""
+        if not self.start <= end <= self.end:
+            raise ValueError(f"cannot cut batch {self.start}..{self.end} at {end}")
+        blocks = [block for block in self.blocks if block.height <= end]
+        transactions = [tx for tx in self.transactions if tx.block_height <= end]
+        return Batch(self.start, end, blocks, transactions)
 
     @property
     def last_tx_hash(self) -> str | None:

@@ -36,13 +36,19 @@ class Settings(BaseSettings):
     batch_size: int = Field(10_000, ge=1, le=1_000_000, description="most blocks per batch")
     batch_txs: int = Field(5000, ge=1, description="transactions a batch aims to hold")
     fetch_concurrency: int = Field(4, ge=1, le=64, description="ranges fetched at once")
+    max_pending_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024 * 1024, description="most bytes fetched but not yet committed"
+    )
+    stuck_after: int = Field(
+        20, ge=1, description="repeats of one error at one height that mark the sync stuck"
+    )
     subscribe: bool = Field(True, description="wake on the source's new-block subscription")
     durable_commits: bool = Field(False, description="wait for each batch's WAL flush")
     interval: float = Field(1.0, gt=0, description="seconds between polls at the tip")
     start_height: int | None = Field(None, ge=0, description="first height of a new sync")
-    request_timeout: float = Field(30.0, gt=0, description="seconds per source request")
+    request_timeout: float = Field(30.0, gt=0, description="seconds for a whole source answer")
     connect_timeout: float = Field(3.0, gt=0, description="seconds to connect to a source")
-    read_timeout: float = Field(10.0, gt=0, description="longest silence within an answer")
+    read_timeout: float = Field(10.0, gt=0, description="longest silence once an answer has begun")
     max_response_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="largest answer read")
     retry_initial: float = Field(0.2, gt=0, description="first retry delay, seconds")
     retry_max: float = Field(3.0, gt=0, description="longest retry delay, seconds")

@@ -7,7 +7,7 @@ import hashlib
 
 import msgspec
 
-from gnosync.model import Batch, Block, BlockRef, BlockTransaction, Coin, Transaction, TxFee
+from gnosync.model import Batch, Block, BlockRef, BlockTransaction, Coin, Transaction
 
 
 def digest(*parts: object) -> str:
@@ -48,9 +48,7 @@ def make_chain(start: int, end: int, tx_counts: dict[int, int] | None = None,
             num_txs=count, total_txs=total, app_version="1", last_block_hash=prev_hash,
             last_commit_hash="c", validators_hash="v", next_validators_hash="v",
             consensus_hash="k", app_hash="a", last_results_hash="r", proposer_address_raw="g1x",
-            txs=[
-                BlockTransaction(hash=t.hash, fee=TxFee(gas_wanted=t.gas_wanted, gas_fee=t.gas_fee),
-                                 memo=t.memo, content_raw=t.content_raw) for t in block_txs],
+            txs=[BlockTransaction(hash=t.hash) for t in block_txs],
         )
         blocks.append(block)
         txs.extend(block_txs)

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 from aiohttp import web
 from graphql import build_schema, parse, validate
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gnosync.errors import NotATxIndexer, SourceError
+from gnosync.errors import (
+    NotATxIndexer,
+    ResponseTooLarge,
+    SourceDecodeError,
+    SourceError,
+    SourceGraphQLError,
+    SourceStatusError,
+    SourceTimeout,
+    SourceTransportError,
+)
 from gnosync.source import queries
 from gnosync.source.client import SourceClient, graphql_url
 
@@ -74,15 +84,17 @@ def answer(status=200, body=b"", headers=None, delay=0.0):
 
 
 CASES = [
-    ("http_500", answer(500, b"oops"), SourceError, True),
-    ("http_502", answer(502, b"bad gateway"), SourceError, True),
-    ("http_503", answer(503, b""), SourceError, True),
-    ("graphql_errors", answer(200, b'{"errors":[{"message":"storage closed"}],"data":null}'), SourceError, True),
-    ("malformed_json", answer(200, b'{"data": {"latestBlockHeight": '), SourceError, True),
-    ("wrong_type", answer(200, b'{"data": {"latestBlockHeight": "ten"}}'), SourceError, True),
-    ("not_found", answer(404, b"404 page not found", {"Content-Type": "text/plain"}), NotATxIndexer, False),
-    ("html_mid_run", answer(200, b"<html>hi</html>", {"Content-Type": "text/html"}), SourceError, True),
-    ("rejected_query", answer(422, b'{"errors":[{"message":"Cannot query field"}],"data":null}'), SourceError, False),
+    ("http_500", answer(500, b"oops"), SourceStatusError, True),
+    ("http_502", answer(502, b"bad gateway"), SourceStatusError, True),
+    ("http_503", answer(503, b""), SourceStatusError, True),
+    ("graphql_errors", answer(200, b'{"errors":[{"message":"storage closed"}],"data":null}'), SourceGraphQLError, True),
+    ("malformed_json", answer(200, b'{"data": {"latestBlockHeight": '), SourceDecodeError, True),
+    ("wrong_type", answer(200, b'{"data": {"latestBlockHeight": "ten"}}'), SourceDecodeError, True),
+    ("not_found", answer(404, b"404 page not found", {"Content-Type": "text/plain"}), SourceStatusError, False),
+    ("unauthorized", answer(401, b"401 Unauthorized", {"Content-Type": "text/plain"}), SourceStatusError, False),
+    ("forbidden", answer(403, b"403 Forbidden", {"Content-Type": "text/plain"}), SourceStatusError, False),
+    ("html_mid_run", answer(200, b"<html>hi</html>", {"Content-Type": "text/html"}), SourceDecodeError, True),
+    ("rejected_query", answer(422, b'{"errors":[{"message":"Cannot query field"}],"data":null}'), SourceStatusError, False),
 ]
 
 
@@ -95,6 +107,78 @@ async def test_failures_become_typed_errors(name, handler, error, retryable):
                 await client.latest_height()
         assert info.value.retryable is retryable
         assert url in str(info.value)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("status, says", [(401, "check the credentials"), (403, "check the credentials"),
+                                          (404, "not a tx-indexer GraphQL path")])
+async def test_refusals_say_what_to_check(status, says):
+    runner, url = await serve(answer(status, b"no", {"Content-Type": "text/plain"}))
+    try:
+        async with SourceClient(url) as client:
+            with pytest.raises(SourceStatusError, match=says) as info:
+                await client.latest_height()
+        assert info.value.endpoint_fault and info.value.kind == "http_status"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_long_wait_for_the_first_byte_is_not_a_silence():
+    """tx-indexer builds an answer whole before sending it: the wait counts against the
+    whole-answer timeout, not against the read (silence) timeout."""
+    runner, url = await serve(answer(200, b'{"data":{"latestBlockHeight":7}}', delay=1.0))
+    try:
+        async with SourceClient(url, timeout=10, read_timeout=0.2) as client:
+            assert await client.latest_height() == 7
+    finally:
+        await runner.cleanup()
+
+
+async def test_silence_in_the_middle_of_an_answer_times_out():
+    async def handler(request):
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = 40
+        await response.prepare(request)
+        await response.write(b'{"data":{"latestBl')
+        await asyncio.sleep(5)
+        return response
+
+    runner, url = await serve(handler)
+    try:
+        async with SourceClient(url, timeout=30, read_timeout=0.2) as client:
+            with pytest.raises(SourceTimeout, match="did not answer"):
+                await client.latest_height()
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_answer_over_the_size_limit_is_a_cap_error():
+    body = b'{"data":{"latestBlockHeight":1}, "pad": "' + b"x" * 5000 + b'"}'
+    runner, url = await serve(answer(200, body))
+    try:
+        async with SourceClient(url, max_response_bytes=1024) as client:
+            with pytest.raises(ResponseTooLarge) as info:
+                await client.latest_height()
+        assert info.value.kind == "cap" and info.value.retryable
+    finally:
+        await runner.cleanup()
+
+
+async def test_paging_stops_when_the_server_ignores_the_index_filter():
+    """A server that sends the same page whatever index is asked for must not make the
+    client loop (and grow) forever."""
+    tx = {
+        "index": 0, "hash": "h0", "success": True, "block_height": 5, "gas_wanted": 1,
+        "gas_used": 1, "gas_fee": None, "content_raw": "", "memo": "", "messages": [],
+        "response": {"log": "", "info": "", "error": None, "data": "", "events": []},
+    }
+    body = orjson.dumps({"data": {"getTransactions": [dict(tx, index=i, hash=f"h{i}") for i in range(4)]}})
+    runner, url = await serve(answer(200, body))
+    try:
+        async with SourceClient(url) as client:
+            with pytest.raises(SourceDecodeError, match="ignored the index filter"):
+                await client.transactions(5, 5, page=4)
     finally:
         await runner.cleanup()
 
@@ -124,7 +208,7 @@ async def test_stall_times_out_as_retryable():
     runner, url = await serve(answer(200, b'{"data":{"latestBlockHeight":1}}', delay=5))
     try:
         async with SourceClient(url, timeout=0.3) as client:
-            with pytest.raises(SourceError, match="did not answer") as info:
+            with pytest.raises(SourceTimeout, match="did not answer") as info:
                 await client.latest_height()
         assert info.value.retryable
     finally:
@@ -133,7 +217,7 @@ async def test_stall_times_out_as_retryable():
 
 async def test_connection_refused_is_retryable():
     async with SourceClient("http://127.0.0.1:1/graphql/query") as client:
-        with pytest.raises(SourceError, match="cannot reach") as info:
+        with pytest.raises(SourceTransportError, match="cannot reach") as info:
             await client.latest_height()
     assert info.value.retryable
 

@@ -25,7 +25,8 @@ from gnosync.devnet import Chain, ChainConfig, DevnetServer, Faults, running_dev
 from gnosync.devnet.faults import DATA_KINDS, KINDS, TRANSPORT_KINDS, FaultInjector
 from gnosync.errors import BatchInvalid, ChainMismatch, SourceError
 from gnosync.source import queries
-from gnosync.source.client import MalformedResponse, SourceClient
+from gnosync.errors import SourceDecodeError as MalformedResponse
+from gnosync.source.client import SourceClient
 from gnosync.model import Batch, BlockRef
 from gnosync.sync.validate import validate_batch
 

@@ -34,7 +34,6 @@ from gnosync.model import (
     BlockTransaction,
     Coin,
     Transaction,
-    TxFee,
     format_time,
     parse_time,
 )
@@ -131,12 +130,7 @@ def make_block(height: int, txs: list[Transaction], total_before: int) -> Block:
         last_results_hash=f"results-{height}",
         proposer_address_raw="g1proposer",
         txs=[
-            BlockTransaction(
-                hash=tx.hash,
-                fee=TxFee(gas_wanted=tx.gas_wanted, gas_fee=Coin(amount=1, denom="ugnot")),
-                memo=tx.memo,
-                content_raw=tx.content_raw,
-            )
+            BlockTransaction(hash=tx.hash)
             for tx in txs
         ],
     )

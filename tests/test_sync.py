@@ -200,8 +200,8 @@ class Tampering:
             out.append(b)
         return out
 
-    async def transactions(self, start, end):
-        txs = await self.endpoint.transactions(start, end)
+    async def transactions(self, start, end, *, page=None):
+        txs = await self.endpoint.transactions(start, end, page=page)
         if self.damage == "drop_tx":
             txs = [t for t in txs if not (t.block_height == self.height and t.index == 0)]
         return txs
@@ -214,24 +214,28 @@ def tamper(pool: SourcePool, damage: str, height: int) -> SourcePool:
 
 
 @pytest.mark.parametrize("damage", ["drop_block", "link", "num_txs", "drop_tx", "chain_id"])
-async def test_validation_failure_commits_nothing_and_names_height(devnet, db_dsn, damage):
+async def test_validation_failure_commits_the_good_prefix_and_holds_at_the_bad_height(devnet, db_dsn, damage):
+    """A bad block inside a batch: the heights below it are committed (validated, in one
+    transaction with the state), nothing from it on, and the error names it."""
     chain, url = devnet(blocks=300)
     bad = next(h for h in range(120, 300) if chain.block(h)["num_txs"] > 0)
     syncer = await open_syncer(url, db_dsn)
     try:
         await sync_range(syncer, 0, 99, batch_size=100, policy=ONE_TRY)
-        before = await counts(db_dsn)
         tamper(syncer.source, damage, bad)
         with pytest.raises(BatchInvalid) as info:
             await sync_range(syncer, 100, 299, batch_size=200, policy=QUICK)
         assert info.value.height == bad
         assert str(bad) in str(info.value)
-        after = await counts(db_dsn)
-        assert after[:2] == before[:2] and after[2][:2] == before[2][:2]
+        assert await syncer.store.stored_bounds() == (0, bad - 1)
         state = await syncer.store.state.get_state()
+        assert state.last_block_h == bad - 1
         assert state.status == "error" and state.error_count >= 1 and str(bad) in state.last_error
     finally:
         await close(syncer)
+    assert await differences(db_dsn, url, 0, bad - 1) == []
+    blocks, txs, _ = await counts(db_dsn)
+    assert blocks == bad and txs == sum(len(chain.transactions(h)) for h in range(bad))
 
 
 async def test_stored_hash_differing_from_source_is_a_chain_mismatch(devnet, db_dsn):
@@ -272,6 +276,8 @@ async def test_first_block_of_a_fresh_sync_is_checked_too(devnet, db_dsn, height
         with pytest.raises(BatchInvalid) as info:
             await sync_range(syncer, start_height or 0, 60, batch_size=100, policy=QUICK)
         assert info.value.height == height and info.value.check == "last_block_hash"
-        assert await syncer.store.stored_bounds() is None
+        # Only what lies below the bad block may be stored: genesis, when block 1 is bad.
+        below = (0, height - 1) if height == 1 else None
+        assert await syncer.store.stored_bounds() == below
     finally:
         await close(syncer)

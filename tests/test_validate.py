@@ -219,17 +219,3 @@ def test_time_format_matches_go_rfc3339nano(text):
 def test_bad_times_are_rejected(text):
     with pytest.raises(ValueError):
         parse_time(text)
-
-
-def test_range_sizer_follows_density():
-    from gnosync.sync.pipeline import RangeSizer
-
-    sizer = RangeSizer(max_blocks=5000, target_txs=1000)
-    assert sizer.next_size() == 64  # nothing seen yet: probe before committing memory
-    sizer.observe(blocks=64, transactions=0)
-    assert sizer.next_size() == 5000  # empty stretches get the largest ranges
-    sizer.observe(blocks=100, transactions=2000)  # 20 per block
-    assert sizer.next_size() < 200
-    for _ in range(20):
-        sizer.observe(blocks=5000, transactions=0)
-    assert sizer.next_size() == 5000

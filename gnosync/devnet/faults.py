@@ -23,6 +23,13 @@ Kinds:
   reported: up to 50 blocks below the highest so far).
 * Subscriptions: ``drop_subscriptions`` (a probability per block pushed to a websocket
   subscriber: instead of the block, the connection is cut, no close frame).
+* Standing conditions, not drawn but in force until changed: ``reject_status`` (every
+  query answered with that HTTP status, as an authenticating proxy (401/403) or a wrong
+  path (404) in front of tx-indexer answers), ``bad_link_height`` (that block is always
+  served linking to a hash that is not its parent's: a bad block that every retry gets
+  again), ``latency`` (seconds every answer is held back) and ``build_ms_per_kb``
+  (milliseconds per KB of the answer before its first byte: tx-indexer builds a whole
+  answer in memory before it writes any of it, so a large answer is a long silence).
 
 ``ops`` limits faults to requests for some of ``latestBlockHeight``, ``getBlocks`` and
 ``getTransactions`` (``drop_subscriptions`` applies to every subscription whatever
@@ -46,6 +53,7 @@ __all__ = [
     "HEIGHT_KINDS",
     "KINDS",
     "OPS",
+    "STANDING_KINDS",
     "SUBSCRIPTION_KINDS",
     "TRANSPORT_KINDS",
     "FaultInjector",
@@ -66,7 +74,10 @@ TRANSPORT_KINDS: tuple[str, ...] = (
 DATA_KINDS: tuple[str, ...] = ("broken_link", "missing_tx", "wrong_num_txs", "missing_block")
 HEIGHT_KINDS: tuple[str, ...] = ("latest_lag", "latest_backwards")
 SUBSCRIPTION_KINDS: tuple[str, ...] = ("drop_subscriptions",)
-KINDS: tuple[str, ...] = TRANSPORT_KINDS + DATA_KINDS + HEIGHT_KINDS + SUBSCRIPTION_KINDS
+STANDING_KINDS: tuple[str, ...] = ("reject_status", "bad_link_height")
+KINDS: tuple[str, ...] = (
+    TRANSPORT_KINDS + DATA_KINDS + HEIGHT_KINDS + SUBSCRIPTION_KINDS + STANDING_KINDS
+)
 QUERY_RATES: tuple[str, ...] = TRANSPORT_KINDS + DATA_KINDS + ("latest_backwards",)
 RATES: tuple[str, ...] = QUERY_RATES + SUBSCRIPTION_KINDS
 
@@ -121,6 +132,11 @@ class Faults:
     latest_backwards: float = 0.0
     # subscriptions
     drop_subscriptions: float = 0.0
+    # standing conditions
+    reject_status: int = 0
+    bad_link_height: int = -1
+    latency: float = 0.0
+    build_ms_per_kb: float = 0.0
     # parameters
     retry_after: float = 1.0
     stall_seconds: float = 30.0
@@ -147,7 +163,15 @@ class Faults:
         if isinstance(lag, bool) or not isinstance(lag, int) or lag < 0:
             raise ValueError(f"latest_lag must be a block count >= 0, got {self.latest_lag!r}")
         self.latest_lag = lag
-        for name in ("retry_after", "stall_seconds"):
+        status = self.reject_status
+        if isinstance(status, bool) or not isinstance(status, int) or not (
+            status == 0 or 400 <= status <= 599
+        ):
+            raise ValueError(f"reject_status must be 0 (off) or an HTTP status 400..599, got {status!r}")
+        height = self.bad_link_height
+        if isinstance(height, bool) or not isinstance(height, int) or height < -1:
+            raise ValueError(f"bad_link_height must be a height, or -1 (off), got {height!r}")
+        for name in ("retry_after", "stall_seconds", "latency", "build_ms_per_kb"):
             seconds = _number(name, getattr(self, name))
             if seconds < 0:
                 raise ValueError(f"{name} must be >= 0 seconds, got {seconds:g}")
@@ -190,12 +214,21 @@ class Faults:
     @property
     def active(self) -> bool:
         """Whether any fault can happen."""
-        return self.latest_lag > 0 or any(getattr(self, name) > 0 for name in RATES)
+        return self.latest_lag > 0 or self.standing or any(getattr(self, name) > 0 for name in RATES)
+
+    @property
+    def standing(self) -> bool:
+        """Whether a standing condition is in force."""
+        return bool(self.reject_status) or self.bad_link_height >= 0 or self.latency > 0 or (
+            self.build_ms_per_kb > 0
+        )
 
     @property
     def queries_active(self) -> bool:
         """Whether any fault can happen to a GraphQL request over HTTP."""
-        return self.latest_lag > 0 or any(getattr(self, name) > 0 for name in QUERY_RATES)
+        return self.latest_lag > 0 or self.standing or any(
+            getattr(self, name) > 0 for name in QUERY_RATES
+        )
 
     @property
     def transport_rate(self) -> float:
@@ -228,10 +261,15 @@ class Faults:
             setattr(self, name, getattr(candidate, name))
 
     def clear(self) -> None:
-        """Every rate back to 0 and no lag; seed, parameters and ``ops`` stay."""
+        """Every rate back to 0, no lag and no standing condition; seed, parameters and
+        ``ops`` stay."""
         for name in RATES:
             setattr(self, name, 0.0)
         self.latest_lag = 0
+        self.reject_status = 0
+        self.bad_link_height = -1
+        self.latency = 0.0
+        self.build_ms_per_kb = 0.0
 
 
 class FaultInjector:
@@ -287,6 +325,12 @@ class FaultInjector:
             self.counts = dict.fromkeys(KINDS, 0)
             self.requests = 0
             self.recent.clear()
+
+    def count(self, kind: str) -> None:
+        """Count a fault the server applied itself (a standing condition)."""
+        with self._lock:
+            self.requests += 1
+            self._record(kind)
 
     def _record(self, kind: str) -> None:
         self.counts[kind] += 1
@@ -380,6 +424,12 @@ class FaultInjector:
         return height
 
     def _amend_blocks(self, faults: Faults, blocks: list[Any]) -> list[Any]:
+        if faults.bad_link_height >= 0:
+            for block in blocks:
+                if block.get("height") == faults.bad_link_height and "last_block_hash" in block:
+                    digest = hashlib.sha256(b"bad block\x00" + str(faults.bad_link_height).encode())
+                    block["last_block_hash"] = base64.b64encode(digest.digest()).decode("ascii")
+                    self._record("bad_link_height")
         if self._roll(faults.broken_link):
             linked = [i for i, block in enumerate(blocks) if "last_block_hash" in block]
             if linked:

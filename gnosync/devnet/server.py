@@ -61,6 +61,8 @@ GRAPHQL_PATH = "/graphql/query"
 CONTROL_PATH = "/control"
 
 _JSON = "application/json"
+# The reason phrases of the statuses a proxy or a wrong path in front of tx-indexer sends.
+_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed"}
 
 
 def _json_error(status: int, message: str) -> web.Response:
@@ -248,6 +250,14 @@ class DevnetServer:
             status, body = self.executor.execute(query, variables, operation_name)
             return web.Response(body=body, status=status, content_type=_JSON)
         operations = self.executor.root_fields(query, operation_name)
+        faults = injector.faults
+        if faults.reject_status and injector.applies(operations):
+            injector.count("reject_status")
+            return web.Response(
+                status=faults.reject_status,
+                text=f"{faults.reject_status} {_REASONS.get(faults.reject_status, 'Client Error')}\n",
+                content_type="text/plain",
+            )
         kind = injector.transport_fault(operations)
         if kind in _PROXY_STATUSES:
             status = _PROXY_STATUSES[kind]
@@ -270,7 +280,14 @@ class DevnetServer:
         status, body = self.executor.execute(
             query, variables, operation_name, amend=injector.amend
         )
+        if not await self._hold(faults.latency + faults.build_ms_per_kb * len(body) / 1024 / 1000):
+            return _abort(request)
         return web.Response(body=body, status=status, content_type=_JSON)
+
+    async def _hold(self, seconds: float) -> bool:
+        """Hold a finished answer back ``seconds`` before its first byte, as tx-indexer
+        does while it encodes one; False when the server went down meanwhile."""
+        return seconds <= 0 or await self._stall(seconds)
 
     async def _stall(self, seconds: float) -> bool:
         """Wait ``seconds``; False when the server went down meanwhile."""

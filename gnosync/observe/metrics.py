@@ -136,7 +136,18 @@ class SyncMetrics:
         )
         for kind in ERROR_KINDS:  # every kind exists from the start, so rate() sees the first one
             self.errors.labels(kind=kind)
-        self.retries = Counter("gnosync_retries", "Retries of a failed sync turn.", registry=r)
+        self.retries = Counter(
+            "gnosync_retries",
+            "Retries of a failed fetch, batch or turn, by cause (timeout, cap, http_status,"
+            " transport, decode, graphql, bad_data, database, ...).",
+            ["cause"], registry=r,
+        )
+        self.stuck_gauge = Gauge(
+            "gnosync_stuck",
+            "1 while the same error keeps coming back at one height (see the logs); the"
+            " sync keeps retrying but needs a look.",
+            registry=r,
+        )
 
         self.source_up = Gauge(
             "gnosync_source_up", "1 when the endpoint's last request succeeded.", ["endpoint"], registry=r)
@@ -192,8 +203,11 @@ class SyncMetrics:
         """Count a failed turn or batch under its kind."""
         self.errors.labels(kind=error_kind(exc)).inc()
 
-    def retry(self) -> None:
-        self.retries.inc()
+    def retry(self, cause: str) -> None:
+        self.retries.labels(cause=cause).inc()
+
+    def stuck(self, stuck: bool) -> None:
+        self.stuck_gauge.set(1 if stuck else 0)
 
     def endpoints(self, healths: Iterable[EndpointView]) -> None:
         """Per-endpoint gauges from the endpoints' health; endpoints no longer listed

@@ -1,9 +1,9 @@
 """The tx-indexer GraphQL client: heights, blocks and transactions of inclusive ranges.
 
 Ranges are complete or the call fails: a capped answer (the server's "max elements per
-query" error, or exactly ``max_elements`` results) is split and fetched again, never
-taken as the whole range. Every failure is a :class:`SourceError` that says whether a
-retry can help.
+query" error, or exactly ``max_elements`` results) is continued or split and fetched
+again, never taken as the whole range. Every failure is one of the typed
+:class:`~gnosync.errors.SourceError` subclasses, so callers act on the cause.
 """
 
 from __future__ import annotations
@@ -16,9 +16,19 @@ import aiohttp
 import msgspec
 import orjson
 
-from gnosync.errors import NotATxIndexer, SourceError
-from gnosync.source import queries
+from gnosync.errors import (
+    NotATxIndexer,
+    ResponseTooLarge,
+    SourceDecodeError,
+    SourceError,
+    SourceGraphQLError,
+    SourceRejected,
+    SourceStatusError,
+    SourceTimeout,
+    SourceTransportError,
+)
 from gnosync.model import Block, Transaction
+from gnosync.source import queries
 
 SERVER_CAP = 10_000  # tx-indexer's per-query element limit
 CAP_MESSAGE = "max elements per query"
@@ -84,7 +94,14 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class SourceClient:
-    """One tx-indexer endpoint. Use as ``async with SourceClient(url) as source``."""
+    """One tx-indexer endpoint. Use as ``async with SourceClient(url) as source``.
+
+    Timeouts: ``connect_timeout`` to open a connection; ``timeout`` for a whole answer,
+    which also bounds the wait for its first byte; ``read_timeout`` for a silence once
+    the answer has started. tx-indexer builds an answer whole before it sends any of
+    it (gqlgen marshals the response in memory), so a large answer is a long wait and
+    then a fast transfer: the wait counts against ``timeout`` only.
+    """
 
     def __init__(
         self,
@@ -99,11 +116,8 @@ class SourceClient:
         self.url = graphql_url(url)
         self.max_elements = max_elements
         self.max_response_bytes = max_response_bytes
-        # total bounds a whole answer, sock_read a silence in the middle of one: a
-        # stalled server is given up on after read_timeout, not after the total.
-        self._timeout = aiohttp.ClientTimeout(
-            total=timeout, connect=min(connect_timeout, timeout), sock_read=min(read_timeout, timeout)
-        )
+        self.read_timeout = min(read_timeout, timeout)
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(connect_timeout, timeout))
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> SourceClient:
@@ -130,69 +144,57 @@ class SourceClient:
         payload = orjson.dumps({"query": document, "variables": variables})
         try:
             async with self._http().post(self.url, data=payload) as response:
-                body = await self._read_capped(response)
+                body = await self._read_body(response)
                 status = response.status
                 retry_after = _retry_after(response.headers.get("Retry-After"))
                 content_type = response.headers.get("Content-Type", "")
         except asyncio.TimeoutError:
-            raise SourceError(
+            raise SourceTimeout(
                 f"source {self.url} did not answer in time (connect {self._timeout.connect:g}s,"
-                f" silence {self._timeout.sock_read:g}s, total {self._timeout.total:g}s)",
-                retryable=True,
+                f" whole answer {self._timeout.total:g}s, silence {self.read_timeout:g}s);"
+                " a smaller range is tried next"
             ) from None
         except aiohttp.ClientConnectorCertificateError as exc:
-            raise SourceError(
+            raise SourceRejected(
                 f"source {self.url} presented a TLS certificate gnosync does not trust"
                 f" ({exc.certificate_error}); fix the server's certificate, or trust its CA"
-                " with SSL_CERT_FILE",
-                retryable=False,
+                " with SSL_CERT_FILE"
             ) from None
         except aiohttp.ClientConnectorError as exc:
-            raise SourceError(
+            raise SourceTransportError(
                 f"cannot reach source {self.url} ({exc.os_error.strerror or exc});"
-                " check that tx-indexer runs there, or fix --source / GNOSYNC_SOURCE",
-                retryable=True,
+                " check that tx-indexer runs there, or fix --source / GNOSYNC_SOURCE"
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise SourceError(
-                f"connection to source {self.url} failed: {type(exc).__name__}: {exc}",
-                retryable=True,
+            raise SourceTransportError(
+                f"connection to source {self.url} failed: {type(exc).__name__}: {exc}"
             ) from None
-        if status == 429 or status >= 500:
-            raise SourceError(
-                f"source {self.url} answered HTTP {status}",
-                retryable=True,
-                retry_after=retry_after,
-            )
-        if status == 422 and "json" in content_type:
-            raise SourceError(
-                f"source {self.url} rejected gnosync's query ({_first_error(body)});"
-                " is it a tx-indexer with a compatible schema?",
-                retryable=False,
-            )
         if status != 200:
-            raise NotATxIndexer(
-                f"{self.url} is not a tx-indexer GraphQL endpoint (HTTP {status});"
-                " give the tx-indexer URL, e.g. http://host:8546/graphql/query"
+            raise SourceStatusError(
+                _status_message(self.url, status, body, content_type),
+                status=status,
+                retry_after=retry_after,
             )
         return body
 
-    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
-        """The body, refusing to buffer more than ``max_response_bytes``."""
+    async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        """The body, refusing to buffer more than ``max_response_bytes`` and to wait
+        more than ``read_timeout`` for its next piece."""
         if (response.content_length or 0) > self.max_response_bytes:
             raise self._too_large()
         body = bytearray()
-        async for chunk in response.content.iter_chunked(1 << 16):
+        while True:
+            chunk = await asyncio.wait_for(response.content.readany(), self.read_timeout)
+            if not chunk:
+                return bytes(body)
             body += chunk
             if len(body) > self.max_response_bytes:
                 raise self._too_large()
-        return bytes(body)
 
-    def _too_large(self) -> SourceError:
-        return SourceError(
+    def _too_large(self) -> ResponseTooLarge:
+        return ResponseTooLarge(
             f"source {self.url} sent an answer over {self.max_response_bytes} bytes;"
-            " lower --batch-size or raise GNOSYNC_MAX_RESPONSE_BYTES",
-            retryable=True,
+            " a smaller range is tried next (GNOSYNC_MAX_RESPONSE_BYTES sets the limit)"
         )
 
     async def _query(
@@ -208,17 +210,17 @@ class SourceClient:
         if envelope.errors:
             messages = "; ".join(error.message for error in envelope.errors)
             if not all(CAP_MESSAGE in error.message for error in envelope.errors):
-                raise SourceError(f"source {self.url} returned errors: {messages}", retryable=True)
+                raise SourceGraphQLError(f"source {self.url} returned errors: {messages}")
             capped = True
         if envelope.data is None:
-            raise SourceError(f"source {self.url} returned no data", retryable=True)
+            raise SourceGraphQLError(f"source {self.url} returned no data")
         return envelope.data, capped
 
     async def check(self) -> int:
         """The source's height, or ``NotATxIndexer`` when the URL is something else."""
         try:
             return await self.latest_height()
-        except MalformedResponse as exc:
+        except SourceDecodeError as exc:
             if exc.looks_like_json:
                 raise
             raise NotATxIndexer(str(exc)) from None
@@ -273,15 +275,21 @@ class SourceClient:
             cursor = last + 1
         return result
 
-    async def transactions(self, start: int, end: int) -> list[Transaction]:
+    async def transactions(self, start: int, end: int, *, page: int | None = None) -> list[Transaction]:
         """All transactions of heights ``start..end``, in (height, index) order.
 
         A capped answer is the first transactions in order, so every height below its
         last one is complete: those are kept and the next query starts at that last
         height. Nothing is fetched twice but the one height the cap cut through.
+        With ``page`` (one height only), the height is read ``page`` indexes per
+        request: the way through a height whose answer is too large or too slow whole.
         """
         if start == 0 and end > 0:
             return await self.transactions(0, 0) + await self.transactions(1, end)
+        if page is not None:
+            if start != end:
+                raise ValueError("paging by index needs a single height")
+            return await self._transactions_of_height(start, page)
         result: list[Transaction] = []
         cursor = start
         while cursor <= end:
@@ -290,34 +298,79 @@ class SourceClient:
                 {"where": queries.transactions_where(cursor, end)},
                 _TransactionsData,
             )
-            txs = data.getTransactions or []
+            txs = _detached(data.getTransactions or [])
             if not capped and len(txs) < self.max_elements:
                 result.extend(txs)
                 return result
             cut = txs[-1].block_height if txs else cursor
             if cut <= cursor:
                 # One height holds more transactions than the cap: page through it.
-                result.extend(await self._transactions_of_height(cursor))
+                result.extend(await self._transactions_of_height(cursor, self.max_elements))
                 cursor += 1
                 continue
             result.extend(tx for tx in txs if tx.block_height < cut)
             cursor = cut
         return result
 
-    async def _transactions_of_height(self, height: int) -> list[Transaction]:
-        """One height with more transactions than the cap: page through it by index."""
+    async def _transactions_of_height(self, height: int, page: int) -> list[Transaction]:
+        """One height, ``page`` indexes per request, until a request comes back short.
+
+        Each page must start past the one before: a server that ignores the index
+        filter would otherwise send the same page forever, and memory would grow with it.
+        """
         result: list[Transaction] = []
-        after: int | None = None
+        after = -1
         while True:
-            where = queries.transactions_where(height, height, after_index=after)
-            data, capped = await self._query(
-                queries.TRANSACTIONS, {"where": where}, _TransactionsData
-            )
-            page = data.getTransactions or []
-            result.extend(page)
-            if not page or not (capped or len(page) >= self.max_elements):
+            where = queries.transactions_where(height, height, after_index=after, limit=page)
+            data, capped = await self._query(queries.TRANSACTIONS, {"where": where}, _TransactionsData)
+            txs = _detached(data.getTransactions or [])
+            if txs and txs[0].index <= after:
+                raise SourceDecodeError(
+                    f"source {self.url} ignored the index filter at height {height}: asked for"
+                    f" indexes after {after}, got {txs[0].index}; is it a tx-indexer?",
+                    looks_like_json=True,
+                )
+            result.extend(txs)
+            if not txs or (len(txs) < page and not capped):
                 return result
-            after = page[-1].index
+            after = txs[-1].index
+
+
+def _detached(txs: list[Transaction]) -> list[Transaction]:
+    """``txs`` with their raw JSON copied out of the response buffer.
+
+    ``msgspec.Raw`` fields are views into the decoded body; without a copy every body
+    stays in memory, whole, until the last transaction read from it is committed.
+    """
+    for tx in txs:
+        msgspec.structs.force_setattr(tx, "messages", tx.messages.copy())
+        msgspec.structs.force_setattr(tx, "response", tx.response.copy())
+    return txs
+
+
+def _status_message(url: str, status: int, body: bytes, content_type: str) -> str:
+    """What an HTTP status from ``url`` means for the operator."""
+    if status == 429 or status >= 500:
+        return f"source {url} answered HTTP {status}"
+    if status in (401, 403):
+        return (
+            f"source {url} refused gnosync (HTTP {status}); check the credentials in the"
+            " source URL, or the access rules of the proxy in front of tx-indexer"
+        )
+    if status == 404:
+        return (
+            f"{url} is not a tx-indexer GraphQL path (HTTP 404); give the tx-indexer URL,"
+            " e.g. http://host:8546/graphql/query"
+        )
+    if status == 422 and "json" in content_type:
+        return (
+            f"source {url} rejected gnosync's query ({_first_error(body)});"
+            " is it a tx-indexer with a compatible schema?"
+        )
+    return (
+        f"{url} answered HTTP {status}, not a tx-indexer GraphQL answer; give the"
+        " tx-indexer URL, e.g. http://host:8546/graphql/query"
+    )
 
 
 def _first_error(body: bytes) -> str:
@@ -328,31 +381,19 @@ def _first_error(body: bytes) -> str:
         return "unreadable error"
 
 
-class MalformedResponse(SourceError):
-    """A 200 answer that is not the GraphQL response gnosync asked for.
-
-    ``looks_like_json`` tells a garbled or cut answer (a flaky server or proxy: retry)
-    from a page that was never JSON (a URL that is not a tx-indexer at all).
-    """
-
-    def __init__(self, message: str, *, looks_like_json: bool):
-        super().__init__(message, retryable=True)
-        self.looks_like_json = looks_like_json
-
-
-def _malformed(url: str, body: bytes, exc: Exception) -> MalformedResponse:
+def _malformed(url: str, body: bytes, exc: Exception) -> SourceDecodeError:
     looks_like_json = body.lstrip()[:1] in (b"{", b"[")
     try:
         orjson.loads(body)
     except orjson.JSONDecodeError:
         snippet = body[:40].decode("utf-8", "replace").strip()
         if looks_like_json:
-            return MalformedResponse(
+            return SourceDecodeError(
                 f"source {url} sent a cut or garbled answer ({snippet!r}...)", looks_like_json=True
             )
-        return MalformedResponse(
+        return SourceDecodeError(
             f"{url} answered with a body that is not JSON ({snippet!r});"
             " is it a tx-indexer GraphQL endpoint, e.g. http://host:8546/graphql/query?",
             looks_like_json=False,
         )
-    return MalformedResponse(f"source {url} sent a malformed answer: {exc}", looks_like_json=True)
+    return SourceDecodeError(f"source {url} sent a malformed answer: {exc}", looks_like_json=True)

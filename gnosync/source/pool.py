@@ -7,20 +7,41 @@ batch always come from the same endpoint. Endpoints are never trusted blindly ag
 each other: before a batch is committed, the hash of its last block is compared with the
 other endpoints that serve that height, and a disagreement stops the sync with an error
 naming both (hashes chain, so agreeing on the last block means agreeing on the batch).
+
+A slow or dead backup must not slow the sync: heights are asked of every endpoint at
+once and the first answers win (the others get a short grace); confirmations skip
+endpoints in cool-down or without a known height, are asked concurrently, and are
+bounded by a short timeout. An endpoint that refuses gnosync (HTTP 4xx, or not a
+tx-indexer) is taken out of rotation for a long cool-down; only when every endpoint
+refuses does the sync stop, with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from gnosync.errors import BatchInvalid, ChainMismatch, SourceError
-from gnosync.source.client import SourceClient
+from gnosync.errors import (
+    BatchInvalid,
+    ChainMismatch,
+    EndpointRejected,
+    SourceError,
+    SourceRejected,
+    SourceStatusError,
+)
 from gnosync.model import Block, Transaction
+from gnosync.source.client import SourceClient
+
+T = TypeVar("T")
 
 COOLDOWN_BASE = 0.25  # seconds out of rotation after one error; doubles per error
 COOLDOWN_MAX = 5.0
+REJECTED_COOLDOWN = 60.0  # an endpoint that refused gnosync (4xx) is asked again after this
+HEIGHT_GRACE = 0.2  # after the first height answer, how long the others may take
+CONFIRM_TIMEOUT = 2.0  # the longest a cross-endpoint hash check may hold up a commit
 
 
 @dataclass
@@ -36,12 +57,14 @@ class EndpointHealth:
     last_error: str | None = None
     cooldown_until: float = 0.0
     up: bool = field(default=True)
+    rejected: bool = False  # the last answer was a refusal (4xx / not a tx-indexer)
 
     def succeeded(self, seconds: float) -> None:
         self.requests += 1
         self.consecutive_errors = 0
         self.cooldown_until = 0.0
         self.up = True
+        self.rejected = False
         self.latency = seconds if self.latency is None else 0.8 * self.latency + 0.2 * seconds
 
     def failed(self, error: BaseException) -> None:
@@ -53,25 +76,55 @@ class EndpointHealth:
         delay = min(COOLDOWN_MAX, COOLDOWN_BASE * 2 ** (self.consecutive_errors - 1))
         self.cooldown_until = time.monotonic() + delay
 
+    def refused(self, error: BaseException) -> None:
+        """The endpoint will not serve gnosync: out of rotation for a long while."""
+        self.failed(error)
+        self.rejected = True
+        self.height = None
+        self.cooldown_until = time.monotonic() + REJECTED_COOLDOWN
+
+    @property
+    def cooling(self) -> bool:
+        return self.cooldown_until > time.monotonic()
+
 
 class Endpoint:
-    """One endpoint's client, recording every call's outcome in its health."""
+    """One endpoint's client, recording every call's outcome in its health.
 
-    def __init__(self, client: SourceClient):
+    ``others_usable`` tells whether another endpoint of the pool may still serve;
+    it decides whether this endpoint's refusal fails over or stops the sync.
+    """
+
+    def __init__(self, client: SourceClient, others_usable=lambda: False):
         self.client = client
         self.url = client.url
         self.health = EndpointHealth(client.url)
+        self._others_usable = others_usable
+        self._height_request: asyncio.Task[int] | None = None
 
-    async def _timed(self, call, *, clears_errors: bool = True):
+    async def _timed(self, call: Awaitable[T], *, clears_errors: bool = True) -> T:
         started = time.monotonic()
         try:
             result = await call
+        except SourceRejected as exc:
+            raise self._refusal(exc) from None
+        except SourceStatusError as exc:
+            if exc.endpoint_fault:
+                raise self._refusal(exc) from None
+            self.health.failed(exc)
+            raise
         except SourceError as exc:
             self.health.failed(exc)
             raise
         if clears_errors:
             self.health.succeeded(time.monotonic() - started)
         return result
+
+    def _refusal(self, exc: SourceError) -> SourceError:
+        self.health.refused(exc)
+        if self._others_usable():
+            return EndpointRejected(f"{exc}; trying another endpoint")
+        return SourceRejected(str(exc))
 
     async def latest_height(self) -> int:
         # An endpoint that answers this small query but fails block queries is not
@@ -80,18 +133,31 @@ class Endpoint:
         self.health.height = height
         return height
 
+    def height_request(self) -> asyncio.Task[int]:
+        """The endpoint's height query in flight, started when none is: a dead endpoint
+        has at most one request hanging, however often heights are asked."""
+        if self._height_request is None or self._height_request.done():
+            self._height_request = asyncio.ensure_future(self.latest_height())
+        return self._height_request
+
     async def lowest_height(self, tip: int) -> int | None:
         return await self._timed(self.client.lowest_height(tip))
 
     async def blocks(self, start: int, end: int) -> list[Block]:
         return await self._timed(self.client.blocks(start, end))
 
-    async def transactions(self, start: int, end: int) -> list[Transaction]:
-        return await self._timed(self.client.transactions(start, end))
+    async def transactions(self, start: int, end: int, *, page: int | None = None) -> list[Transaction]:
+        return await self._timed(self.client.transactions(start, end, page=page))
 
     def penalize(self, reason: BaseException) -> None:
         """Bad data counts like an error: the next batch goes elsewhere if it can."""
         self.health.failed(reason)
+
+    async def close(self) -> None:
+        if self._height_request is not None and not self._height_request.done():
+            self._height_request.cancel()
+            await asyncio.gather(self._height_request, return_exceptions=True)
+        await self.client.close()
 
 
 class SourcePool:
@@ -100,7 +166,11 @@ class SourcePool:
     def __init__(self, urls: list[str], **client_options):
         if not urls:
             raise ValueError("at least one source URL is needed")
-        self.endpoints = [Endpoint(SourceClient(url, **client_options)) for url in urls]
+        self.endpoints: list[Endpoint] = []
+        for url in urls:
+            endpoint = Endpoint(SourceClient(url, **client_options))
+            endpoint._others_usable = lambda me=endpoint: self._usable_besides(me)
+            self.endpoints.append(endpoint)
 
     async def __aenter__(self) -> SourcePool:
         return self
@@ -110,18 +180,22 @@ class SourcePool:
 
     async def close(self) -> None:
         for endpoint in self.endpoints:
-            await endpoint.client.close()
+            await endpoint.close()
+
+    def _usable_besides(self, endpoint: Endpoint) -> bool:
+        return any(not other.health.rejected for other in self.endpoints if other is not endpoint)
 
     def _ranked(self, height: int | None = None) -> list[Endpoint]:
-        """Endpoints best first: out of cool-down, serving ``height``, fewest errors,
-        fastest. Endpoints in cool-down come last, soonest back first."""
+        """Endpoints best first: out of cool-down, known to serve ``height``, fewest
+        errors, fastest. Endpoints in cool-down come last, soonest back first."""
         now = time.monotonic()
 
         def key(endpoint: Endpoint) -> tuple:
             h = endpoint.health
             cooling = h.cooldown_until > now
+            unknown = h.height is None
             behind = height is not None and h.height is not None and h.height < height
-            return (cooling, h.cooldown_until if cooling else 0.0, behind,
+            return (cooling, h.cooldown_until if cooling else 0.0, behind, unknown,
                     h.consecutive_errors, h.latency if h.latency is not None else 0.0)
 
         return sorted(self.endpoints, key=key)
@@ -131,40 +205,62 @@ class SourcePool:
         return self._ranked(height)[0]
 
     async def check(self) -> int:
-        """The highest height the endpoints report.
+        """The highest height the endpoints report, before a sync starts.
 
-        Raises ``NotATxIndexer`` (or another non-retryable error) if any endpoint is not
-        a tx-indexer at all: that is a configuration mistake. Passing failures are fine
-        while one endpoint answers; if none does, the first error is raised (retryable).
+        An endpoint that refuses gnosync (4xx, not a tx-indexer) is left out with a
+        long cool-down; only when every endpoint does is it fatal (``SourceRejected``,
+        naming each). Passing failures are fine while one endpoint answers; if none
+        does, the first of them is raised (retryable).
         """
         results = await asyncio.gather(*(e.client.check() for e in self.endpoints), return_exceptions=True)
+        refusals: list[BaseException] = []
         for endpoint, result in zip(self.endpoints, results):
-            if isinstance(result, BaseException):
-                if not isinstance(result, SourceError) or not result.retryable:
-                    raise result
-                endpoint.health.failed(result)
-            else:
+            if isinstance(result, int):
                 endpoint.health.height = result
-        heights = [r for r in results if isinstance(r, int)]
-        if not heights:
-            raise next(r for r in results if isinstance(r, BaseException))
-        return max(heights)
-
-    async def latest_height(self) -> int:
-        """The highest height reported by the endpoints that answer.
-
-        Endpoints in cool-down are asked too (that is how they come back), but only one
-        failing everywhere makes this fail.
-        """
-        results = await asyncio.gather(*(e.latest_height() for e in self.endpoints), return_exceptions=True)
+            elif isinstance(result, SourceError):
+                if _is_refusal(result):
+                    endpoint.health.refused(result)
+                    refusals.append(result)
+                else:
+                    endpoint.health.failed(result)
+            else:
+                raise result
         heights = [r for r in results if isinstance(r, int)]
         if heights:
             return max(heights)
-        errors = [r for r in results if isinstance(r, BaseException)]
+        if len(refusals) == len(self.endpoints):
+            raise SourceRejected("; ".join(str(r) for r in refusals))
+        raise next(r for r in results if isinstance(r, SourceError) and not _is_refusal(r))
+
+    async def latest_height(self) -> int:
+        """The highest height reported by the endpoints that answer first.
+
+        Every endpoint is asked at once (those in cool-down too: a height is how a
+        lagging one shows it caught up); once one answers, the others get
+        ``HEIGHT_GRACE`` more. One that has not answered by then keeps its request
+        running but loses its known height, so no batch is sent its way meanwhile.
+        Fails only when every endpoint fails.
+        """
+        requests = {endpoint.height_request(): endpoint for endpoint in self.endpoints}
+        pending = set(requests)
+        answered: list[int] = []
+        errors: list[BaseException] = []
+        while pending and not answered:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            _collect(done, answered, errors)
+        if pending:
+            done, pending = await asyncio.wait(pending, timeout=HEIGHT_GRACE)
+            _collect(done, answered, errors)
+            for request in pending:
+                requests[request].health.height = None
+        if answered:
+            return max(answered)
         for error in errors:
             if not isinstance(error, SourceError):
                 raise error
-        raise errors[0]
+        if all(endpoint.health.rejected for endpoint in self.endpoints):
+            raise SourceRejected("; ".join(str(e) for e in errors))
+        raise next(e for e in errors if isinstance(e, SourceError))
 
     async def lowest_height(self, tip: int) -> int | None:
         last_error: BaseException | None = None
@@ -179,27 +275,32 @@ class SourcePool:
     async def confirm(self, origin: Endpoint, height: int, block_hash: str) -> None:
         """Check ``block_hash`` (served by ``origin`` at ``height``) with the others.
 
-        Endpoints that do not answer, or have not reached ``height``, are skipped: they
-        cannot vouch either way, and must not hold the sync up. A disagreement is read
+        Asked concurrently, of the endpoints out of cool-down that reported ``height``
+        or above, for at most ``CONFIRM_TIMEOUT``: one that does not answer in time
+        cannot vouch either way and must not hold the sync up. A disagreement is read
         again from both sides: if they still disagree, they follow different chains
         (``ChainMismatch``); if not, ``origin`` served a bad batch (``BatchInvalid``,
         fetched again).
         """
-        for other in self.endpoints:
-            if other is origin or (other.health.height is not None and other.health.height < height):
-                continue
-            theirs = await self._hash_at(other, height)
+        witnesses = [
+            other for other in self.endpoints
+            if other is not origin and not other.health.cooling
+            and other.health.height is not None and other.health.height >= height
+        ]
+        if not witnesses:
+            return
+        hashes = await asyncio.gather(*(self._hash_at(other, height) for other in witnesses))
+        for other, theirs in zip(witnesses, hashes):
             if theirs is None or theirs == block_hash:
                 continue
-            ours = await self._hash_at(origin, height)
-            theirs = await self._hash_at(other, height)
+            ours, theirs = await asyncio.gather(self._hash_at(origin, height), self._hash_at(other, height))
             if ours is not None and theirs is not None and ours != theirs:
                 raise ChainMismatch(
                     f"sources disagree on block {height}: {origin.url} serves hash {ours!r},"
                     f" {other.url} serves {theirs!r}; they follow different chains or forks:"
                     " remove the wrong one from --source / GNOSYNC_SOURCE"
                 )
-            origin.penalize(SourceError(f"served a stray hash for block {height}", retryable=True))
+            origin.penalize(SourceError(f"served a stray hash for block {height}"))
             raise BatchInvalid(
                 height, "hash",
                 f"{origin.url} served hash {block_hash!r} in a batch but {ours!r} when asked"
@@ -209,10 +310,30 @@ class SourcePool:
     @staticmethod
     async def _hash_at(endpoint: Endpoint, height: int) -> str | None:
         try:
-            blocks = await endpoint.blocks(height, height)
+            blocks = await asyncio.wait_for(endpoint.blocks(height, height), CONFIRM_TIMEOUT)
+        except asyncio.TimeoutError:
+            endpoint.health.failed(SourceError(f"no answer within {CONFIRM_TIMEOUT:g}s to a hash check"))
+            return None
         except SourceError:
             return None
         return blocks[0].hash if blocks and blocks[0].height == height else None
 
     def health(self) -> list[EndpointHealth]:
         return [endpoint.health for endpoint in self.endpoints]
+
+
+def _is_refusal(error: SourceError) -> bool:
+    return isinstance(error, SourceRejected) or (
+        isinstance(error, SourceStatusError) and error.endpoint_fault
+    )
+
+
+def _collect(done: set[asyncio.Task[int]], answered: list[int], errors: list[BaseException]) -> None:
+    for request in done:
+        if request.cancelled():
+            continue
+        error = request.exception()
+        if error is None:
+            answered.append(request.result())
+        else:
+            errors.append(error)

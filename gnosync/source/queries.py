@@ -16,11 +16,15 @@ from typing import Any
 
 LATEST_HEIGHT = "query LatestHeight { latestBlockHeight }"
 
+# Of a block's own transaction list only the hashes are asked for: they are all that
+# validation uses, and the transactions' content comes once, from getTransactions. A
+# genesis block lists hundreds of package deployments; their bodies would otherwise
+# cross the network twice, in an answer no range split can make smaller.
 BLOCK_FIELDS = """
     hash height version chain_id time num_txs total_txs app_version
     last_block_hash last_commit_hash validators_hash next_validators_hash
     consensus_hash app_hash last_results_hash proposer_address_raw
-    txs { hash fee { gas_wanted gas_fee { amount denom } } memo content_raw }
+    txs { hash }
 """
 
 BLOCKS = (
@@ -107,16 +111,24 @@ def blocks_where(start: int, end: int) -> dict[str, Any]:
 
 
 def transactions_where(
-    start: int, end: int, *, after_index: int | None = None
+    start: int, end: int, *, after_index: int | None = None, limit: int | None = None
 ) -> dict[str, Any]:
-    """Transactions of heights ``start..end``; with ``after_index``, only one height's tail.
+    """Transactions of heights ``start..end``; with ``after_index`` or ``limit``, one
+    height's indexes ``after_index+1 ..`` (at most ``limit`` of them).
 
-    Paging by index is how a single height with more transactions than the server's cap
-    is read completely.
+    Paging by index is how a single height with more transactions than the server's
+    cap, or with an answer too large to build in time, is read completely. The first
+    page has no lower bound (``gt: -1`` would be cast to a huge unsigned number and
+    match nothing); tx-indexer's scan then starts at index 0.
     """
     where: dict[str, Any] = {"block_height": height_bounds(start, end)}
-    if after_index is not None:
-        if start != end:
-            raise ValueError("paging by index needs a single height")
-        where["index"] = {"gt": after_index, "lt": MAX_INDEX}
+    if after_index is None and limit is None:
+        return where
+    if start != end:
+        raise ValueError("paging by index needs a single height")
+    if after_index is None or after_index < 0:
+        where["index"] = {"lt": limit if limit is not None else MAX_INDEX}
+    else:
+        upper = MAX_INDEX if limit is None else min(MAX_INDEX, after_index + limit + 1)
+        where["index"] = {"gt": after_index, "lt": upper}
     return where

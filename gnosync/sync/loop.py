@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import structlog
@@ -20,10 +21,13 @@ from gnosync.observe.metrics import SyncMetrics
 from gnosync.observe.progress import BackfillProgress
 from gnosync.retry import RetryPolicy
 from gnosync.source.subscribe import TipWatcher
-from gnosync.sync.pipeline import Backfill
+from gnosync.sync.pipeline import Backfill, RangeSizer
 from gnosync.sync.syncer import Committed, Syncer
 
 log = structlog.get_logger("gnosync.sync")
+
+DEFAULT_PENDING_BYTES = 64 * 1024 * 1024
+DEFAULT_STUCK_AFTER = 20
 
 
 class StateWriter(Protocol):
@@ -50,6 +54,7 @@ async def sync_range(
     policy: RetryPolicy,
     concurrency: int = 4,
     batch_txs: int = 5000,
+    max_pending_bytes: int = DEFAULT_PENDING_BYTES,
 ) -> int:
     """Sync exactly ``start..end`` once; return the number of blocks added.
 
@@ -57,9 +62,9 @@ async def sync_range(
     """
     state = syncer.store.state
 
-    async def on_retry(exc: BaseException, attempt: int, delay: float) -> None:
-        log.warning("retrying", error=str(exc), attempt=attempt, delay=round(delay, 2))
-        await _record_error(state, exc)
+    async def on_retry(exc: BaseException, attempt: int, delay: float, height: int | None = None) -> None:
+        log.warning("retrying", error=str(exc), cause=exc_kind(exc), attempt=attempt,
+                    delay=round(delay, 2), height=height)
 
     stored, new = syncer.plan_range(start, end, await syncer.store.stored_bounds())
     added = 0
@@ -70,8 +75,9 @@ async def sync_range(
         _log_batch(done, seconds)
 
     backfill = Backfill(
-        syncer, policy=policy, concurrency=concurrency, max_blocks=batch_size,
-        target_txs=batch_txs, on_commit=committed, on_retry=on_retry,
+        syncer, policy=policy, sizer=sizer_for(batch_size, batch_txs, concurrency, max_pending_bytes),
+        concurrency=concurrency, max_pending_bytes=max_pending_bytes,
+        on_commit=committed, on_retry=on_retry,
     )
 
     async def rest() -> None:
@@ -94,6 +100,16 @@ async def sync_range(
     return added
 
 
+def sizer_for(batch_size: int, batch_txs: int, concurrency: int, max_pending_bytes: int) -> RangeSizer:
+    """The range sizer of a sync: each of ``concurrency`` batches may hold its share of
+    ``max_pending_bytes``."""
+    return RangeSizer(batch_size, batch_txs, max(1, max_pending_bytes // max(1, concurrency)))
+
+
+def exc_kind(exc: BaseException) -> str:
+    return exc.kind if isinstance(exc, GnosyncError) else type(exc).__name__
+
+
 def _log_batch(done: Committed, seconds: float | None = None) -> None:
     if not done.blocks:
         return
@@ -106,12 +122,54 @@ def _log_batch(done: Committed, seconds: float | None = None) -> None:
     log.info("batch committed", **fields)
 
 
+class Blockage:
+    """Failures since the last commit, and what they say about progress.
+
+    Progress is *blocked* once failures have gone on for ``retry_cap`` seconds (the
+    longest retry delay) with no commit: a retry that a commit soon follows is a
+    healthy catch-up's hiccup, counted in metrics but not written to app_state. The
+    sync is *stuck* when the same error came back ``stuck_after`` times in a row at
+    one height: it keeps retrying, and someone has to look.
+    """
+
+    def __init__(self, retry_cap: float, stuck_after: int, *, clock: Callable[[], float] = time.monotonic):
+        self.retry_cap = retry_cap
+        self.stuck_after = stuck_after
+        self._clock = clock
+        self.since: float | None = None  # when the first failure since a commit came
+        self.last: BaseException | None = None
+        self._key: tuple[object, ...] | None = None
+        self.repeats = 0
+
+    def failed(self, exc: BaseException, height: int | None) -> None:
+        if self.since is None:
+            self.since = self._clock()
+        key = (type(exc), str(exc), height)
+        self.repeats = self.repeats + 1 if key == self._key else 1
+        self._key = key
+        self.last = exc
+
+    @property
+    def blocked(self) -> bool:
+        return self.since is not None and self._clock() - self.since >= self.retry_cap
+
+    @property
+    def stuck(self) -> bool:
+        return self.repeats >= self.stuck_after
+
+    def cleared(self) -> float | None:
+        """A commit went through: forget the failures; how long they lasted, if any."""
+        since, self.since, self._key, self.last, self.repeats = self.since, None, None, None, 0
+        return None if since is None else self._clock() - since
+
+
 class Follower:
     """Syncs from the stored height to the tip, then follows the tip until stopped.
 
     Only the holder of the writer lock syncs; a second process waits as a standby and
-    takes over when the leader's lock goes away. Every turn beats ``liveness`` and
-    feeds ``metrics``; a catch-up shows ``progress``.
+    takes over when the leader's lock goes away. Every commit, fetch answer and retry
+    beats ``liveness`` (a whole catch-up is one turn of the loop, and must not look
+    hung); metrics follow each step, and a catch-up shows ``progress``.
     """
 
     def __init__(
@@ -125,6 +183,8 @@ class Follower:
         stop_grace: float = 5.0,
         concurrency: int = 4,
         batch_txs: int = 5000,
+        max_pending_bytes: int = DEFAULT_PENDING_BYTES,
+        stuck_after: int = DEFAULT_STUCK_AFTER,
         metrics: SyncMetrics | None = None,
         liveness: Liveness | None = None,
         progress: BackfillProgress | None = None,
@@ -137,14 +197,22 @@ class Follower:
         self.start_height = start_height
         self.stop_grace = stop_grace
         self.concurrency = concurrency
-        self.batch_txs = batch_txs
+        self.max_pending_bytes = max_pending_bytes
+        self.sizer = sizer_for(batch_size, batch_txs, concurrency, max_pending_bytes)
+        self.blockage = Blockage(policy.maximum, stuck_after)
         self.metrics = metrics or SyncMetrics()
         self.liveness = liveness or Liveness.for_interval(interval)
         self.progress = progress or BackfillProgress()
         self.watcher = watcher
         self.stopping = asyncio.Event()
-        self._failing_since: float | None = None
         self._standby = False
+
+    @property
+    def stuck(self) -> str | None:
+        """Why the sync is stuck (the repeated error), or None while it is not."""
+        if not self.blockage.stuck:
+            return None
+        return f"the same error {self.blockage.repeats} times in a row: {self.blockage.last}"
 
     def stop(self) -> None:
         self.stopping.set()
@@ -207,7 +275,7 @@ class Follower:
         """One turn: sync the next batch if behind. Return True when at the tip."""
         store = self.syncer.store
         self.liveness.beat()
-        if self._failing_since is not None:
+        if self.blockage.since is not None:
             await store.health()  # nothing resumes on a database that is not back
         await self._ensure_writer()
         tip = await self.syncer.source.latest_height()
@@ -215,7 +283,7 @@ class Follower:
         self.metrics.endpoints(self.syncer.source.health())
         start = await self.next_height(tip)
         if start is None or start > tip:
-            if self._failing_since is not None:
+            if self.blockage.since is not None:
                 await store.state.update_state(status="synced", last_error=None, error_count=0)
             self._recovered()
             self.progress.close()
@@ -228,25 +296,40 @@ class Follower:
             self._recovered()
 
         backfill = Backfill(
-            self.syncer, policy=self.policy, concurrency=self.concurrency,
-            max_blocks=self.batch_size, target_txs=self.batch_txs,
-            on_commit=committed, on_retry=self._on_retry, sleep=self._backoff,
-            stopping=self.stopping,
+            self.syncer, policy=self.policy, sizer=self.sizer, concurrency=self.concurrency,
+            max_pending_bytes=self.max_pending_bytes,
+            on_commit=committed, on_retry=self._on_retry, on_progress=self.liveness.beat,
+            sleep=self._backoff, stopping=self.stopping,
         )
         return await backfill.run(start, tip, tip=tip) >= tip
 
     def _recovered(self) -> None:
-        if self._failing_since is not None:
-            log.info("recovered", seconds=round(time.monotonic() - self._failing_since, 3))
-        self._failing_since = None
+        was_stuck = self.blockage.stuck
+        seconds = self.blockage.cleared()
+        if seconds is not None:
+            log.info("recovered", seconds=round(seconds, 3))
+        if was_stuck:
+            self.metrics.stuck(False)
 
-    async def _on_retry(self, exc: BaseException, attempt: int, delay: float) -> None:
-        if self._failing_since is None:
-            self._failing_since = time.monotonic()
+    async def _on_retry(self, exc: BaseException, attempt: int, delay: float, height: int | None = None) -> None:
+        """Every retry, of a fetch, of a held batch or of a whole turn, comes here."""
+        was_stuck = self.blockage.stuck
+        self.blockage.failed(exc, height)
+        self.liveness.beat()
         self.metrics.error(exc)
-        self.metrics.retry()
-        log.warning("sync error, retrying", error=str(exc), attempt=attempt, delay=round(delay, 2))
-        if self.syncer.store.is_writer:  # a standby leaves the leader's state alone
+        self.metrics.retry(exc_kind(exc))
+        log.warning("sync error, retrying", error=str(exc), cause=exc_kind(exc), attempt=attempt,
+                    delay=round(delay, 2), height=height)
+        if self.blockage.stuck and not was_stuck:
+            self.metrics.stuck(True)
+            log.error(
+                "sync stuck: the same error keeps coming back; gnosync keeps retrying, but"
+                " the source needs a look: check it, or add another endpoint to --source."
+                " A block that fails validation at every endpoint is never stepped over",
+                error=str(exc), cause=exc_kind(exc), repeats=self.blockage.repeats, height=height,
+            )
+        # A standby leaves the leader's state alone; a brief hiccup leaves it alone too.
+        if self.blockage.blocked and self.syncer.store.is_writer:
             await _record_error(self.syncer.store.state, exc)
 
     async def _backoff(self, seconds: float) -> None:

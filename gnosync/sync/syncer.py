@@ -8,7 +8,7 @@ store and the stages can be pipelined without touching either side.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from gnosync.errors import BatchInvalid, ChainMismatch, ConfigError
@@ -22,7 +22,7 @@ class BatchReader(Protocol):
     url: str
 
     async def blocks(self, start: int, end: int) -> list[Block]: ...
-    async def transactions(self, start: int, end: int) -> list[Transaction]: ...
+    async def transactions(self, start: int, end: int, *, page: int | None = None) -> list[Transaction]: ...
     def penalize(self, reason: BaseException) -> None: ...
 
 
@@ -53,11 +53,18 @@ class SyncStore(Protocol):
 
 @dataclass(frozen=True)
 class Committed:
+    """What one commit stored: heights ``start..end`` (``blocks`` 0 when nothing was).
+
+    ``held`` is the validation failure that stopped the batch above ``end``: the
+    validated prefix was committed, the rest must be fetched again.
+    """
+
     start: int
     end: int
     blocks: int
     transactions: int
     last_time: str | None  # the last block's time, as served
+    held: BatchInvalid | None = None
 
 
 def batches(start: int, end: int, size: int) -> Iterator[tuple[int, int]]:
@@ -66,17 +73,51 @@ def batches(start: int, end: int, size: int) -> Iterator[tuple[int, int]]:
         yield first, min(end, first + size - 1)
 
 
-async def fetch_batch(endpoint: BatchReader, start: int, end: int) -> Batch:
+def within_budget(blocks: list[Block], start: int, end: int, max_txs: int | None) -> int:
+    """The highest height up to which ``blocks`` count at most ``max_txs`` transactions.
+
+    At least the first block is kept, however many it counts. Blocks of a range are
+    cheap and say how many transactions each holds, so a range that lands in a dense
+    stretch is cut before its transactions are fetched, not after.
+    """
+    if max_txs is None:
+        return end
+    counted = 0
+    for block in blocks:
+        if not start <= block.height <= end:
+            continue
+        counted += block.num_txs
+        if counted > max_txs and block.height > start:
+            return block.height - 1
+    return end
+
+
+async def fetch_batch(
+    endpoint: BatchReader,
+    start: int,
+    end: int,
+    *,
+    max_txs: int | None = None,
+    tx_page: int | None = None,
+) -> Batch:
     """Blocks ``start..end`` and their transactions from ``endpoint``, unvalidated.
 
+    The batch may end below ``end`` when its blocks count more than ``max_txs``
+    transactions (see :func:`within_budget`); the caller fetches the rest later.
     Transactions are asked for only over the heights whose blocks count some: on real
     chains almost every block is empty, and most batches need no transaction query.
+    ``tx_page`` (a one-height batch) reads the height's transactions that many at a time.
     """
     blocks = await endpoint.blocks(start, end)
+    cut = within_budget(blocks, start, end, max_txs)
+    if cut < end:
+        blocks = [b for b in blocks if b.height <= cut]
+        end = cut
     with_txs = [b.height for b in blocks if b.num_txs > 0 and start <= b.height <= end]
     transactions: list[Transaction] = []
     if with_txs:
-        transactions = await endpoint.transactions(with_txs[0], with_txs[-1])
+        page = tx_page if with_txs[0] == with_txs[-1] else None
+        transactions = await endpoint.transactions(with_txs[0], with_txs[-1], page=page)
     return Batch(start=start, end=end, blocks=blocks, transactions=transactions)
 
 
@@ -94,16 +135,32 @@ class Syncer:
         """The ordered stage: validate ``batch`` against ``previous``, then commit it.
 
         ``previous`` is the block at ``batch.start - 1`` as stored (or as just committed
-        by the caller). A batch that fails validation penalizes its endpoint; one that
-        does not link to the stored chain is checked for a chain change.
+        by the caller). A batch that fails validation at height h penalizes its endpoint;
+        its validated prefix ``start..h-1`` is still committed (one transaction, like any
+        batch), and the result says where it was held (``Committed.held``). A failure at
+        the batch's first height commits nothing and raises ``BatchInvalid``; one that
+        does not link to the stored chain is first checked for a chain change.
         """
-        try:
-            validate_batch(batch, previous, self.chain_id)
-        except BatchInvalid as exc:
-            endpoint.penalize(exc)
-            if previous is not None and exc.height == batch.start and exc.check == "last_block_hash":
-                await self._check_stored_block(endpoint, previous)
-            raise
+        held: BatchInvalid | None = None
+        while True:
+            try:
+                validate_batch(batch, previous, self.chain_id)
+                break
+            except BatchInvalid as exc:
+                if held is None:
+                    endpoint.penalize(exc)
+                held = exc
+                if exc.height <= batch.start:
+                    if previous is not None and exc.check == "last_block_hash":
+                        await self._check_stored_block(endpoint, previous)
+                    raise
+                # Checks run over the whole batch before the per-block ones, so the
+                # prefix below the failure is validated again on its own.
+                batch = batch.prefix(exc.height - 1)
+        done = await self._commit_valid(endpoint, batch, tip)
+        return done if held is None else replace(done, held=held)
+
+    async def _commit_valid(self, endpoint: BatchReader, batch: Batch, tip: int | None) -> Committed:
         last = batch.blocks[-1]
         await self.source.confirm(endpoint, batch.end, last.hash)
         chain_id = self.chain_id or batch.blocks[0].chain_id
