@@ -85,6 +85,32 @@ SELECTIONS: dict[str, str] = {
     "transactions": "{" + queries.TRANSACTION_FIELDS + "}",
 }
 
+
+def _block_tx_keys() -> tuple[str, ...]:
+    """The fields of ``Block.txs`` entries that gnosync's block document selects."""
+    from graphql import parse
+
+    operation = parse("{ getBlocks " + SELECTIONS["blocks"] + " }").definitions[0]
+    assert isinstance(operation, OperationDefinitionNode)
+    blocks = operation.selection_set.selections[0]
+    assert isinstance(blocks, FieldNode) and blocks.selection_set is not None
+    for field in blocks.selection_set.selections:
+        if isinstance(field, FieldNode) and field.name.value == "txs" and field.selection_set:
+            return tuple(
+                sub.name.value for sub in field.selection_set.selections if isinstance(sub, FieldNode)
+            )
+    return ()
+
+
+# Block.txs entries as the block document selects them: their fields are top-level keys
+# of a chain's block views (``fee`` is selected whole or not at all).
+BLOCK_TX_KEYS = _block_tx_keys()
+
+
+def _selected_block_txs(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{key: view[key] for key in BLOCK_TX_KEYS} for view in views]
+
+
 # root field -> (its where input type, the order argument's ascending value)
 _LISTS = {
     "getBlocks": ("FilterBlock", {"height": "ASC"}),
@@ -242,7 +268,6 @@ class _EncodedTemplate:
     success: bytes
     middle: bytes  # Transaction: from gas_wanted to the opening of content_raw
     tail: bytes  # Transaction: from the end of content_raw to the end of the object
-    block_middle: bytes  # BlockTransaction: from the end of hash to the opening of content_raw
 
 
 def _encoded_template(template: _Template) -> _EncodedTemplate:
@@ -271,15 +296,6 @@ def _encoded_template(template: _Template) -> _EncodedTemplate:
                     b',"response":',
                     _encode(template.response),
                     b"}",
-                )
-            ),
-            block_middle=b"".join(
-                (
-                    b'","fee":',
-                    _encode(template.block_fee),
-                    b',"memo":',
-                    _encode(template.memo),
-                    b',"content_raw":"Tx{',
                 )
             ),
         )
@@ -365,7 +381,9 @@ def encode_range(
     starts = array("Q", [0]) * (end - start + 2) if with_txs else None
     first = start
     if start == 0:
-        blocks.append(_encode(chain._genesis_block()))
+        genesis = chain._genesis_block()
+        genesis["txs"] = _selected_block_txs(genesis["txs"])
+        blocks.append(_encode(genesis))
         if with_txs:
             txs.extend(transaction_fragment(tx) for tx in chain._txs_at(0))
         start = 1
@@ -378,6 +396,7 @@ def encode_range(
     file_pool = chain._file_pool
     special = chain._special
     templated = chain.config.tx_templates > 0
+    hashes_only = BLOCK_TX_KEYS == ("hash",)
     proposers = [validator.encode() for validator in chain.validators]
     n_validators = len(proposers)
     commit_key = chain._key + b"commit"
@@ -452,8 +471,17 @@ def encode_range(
                 chain._take_light_txs(height, count)
             ):
                 encoded = tx_template.encoded or _encoded_template(tx_template)
-                hexed = hexlify(content).upper()
-                parts.append(b"".join((b'{"hash":"', tx_hash, encoded.block_middle, hexed, b'}"}')))
+                hexed = hexlify(content).upper() if with_txs or not hashes_only else b""
+                if hashes_only:
+                    parts.append(b'{"hash":"' + tx_hash + b'"}')
+                else:
+                    view = {
+                        "hash": tx_hash.decode(),
+                        "fee": tx_template.block_fee,
+                        "memo": tx_template.memo,
+                        "content_raw": "Tx{" + hexed.decode() + "}",
+                    }
+                    parts.append(_encode(_selected_block_txs([view])[0]))
                 if with_txs:
                     txs.append(
                         b"".join(
@@ -475,7 +503,7 @@ def encode_range(
             block_txs = b"[" + b",".join(parts) + b"]"
         else:
             chain_txs = chain._txs_at(height)
-            block_txs = _encode_any(listed_txs(chain_txs))
+            block_txs = _encode_any(_selected_block_txs(listed_txs(chain_txs)))
             if with_txs:
                 txs.extend(transaction_fragment(tx) for tx in chain_txs)
         append(
