@@ -442,6 +442,9 @@ def repair(start: int | None, end: int | None, against_source: bool, as_json: bo
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--chain-id", default="dev", show_default=True)
 @click.option("--no-genesis", is_flag=True, help="Start at height 1 instead of serving a genesis block.")
+@click.option("--genesis-txs", type=click.IntRange(min=0), default=300, show_default=True, help="Transactions in the genesis block: package deployments with real-sized files (the gnoland1 exports' when found), a few MB in all.")
+@click.option("--hostile-tx", "hostile_txs", type=click.IntRange(min=1), multiple=True, metavar="HEIGHT", help="Put transactions carrying NUL and bytes that are not UTF-8 at HEIGHT (repeatable).")
+@click.option("--undecodable-tx", "undecodable_txs", type=click.IntRange(min=1), multiple=True, metavar="HEIGHT", help="Put 20 transactions at HEIGHT, one of them left out of Block.txs as tx-indexer does with what it cannot decode (repeatable).")
 @click.option("--txs", "txs_files", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True, help="Amino-JSON transactions (jsonl) to place on the chain.")
 @click.option("--max-elements", type=click.IntRange(min=1), default=10_000, show_default=True, help="Per-query result cap.")
 @click.option("--fault-rate", type=click.FloatRange(0, 1), help="Share of GraphQL requests that fail (HTTP 500/502/503/429, stalls, resets, malformed answers, GraphQL errors).")
@@ -458,6 +461,9 @@ def devnet(
     seed: int,
     chain_id: str,
     no_genesis: bool,
+    genesis_txs: int,
+    hostile_txs: tuple[int, ...],
+    undecodable_txs: tuple[int, ...],
     txs_files: tuple[Path, ...],
     max_elements: int,
     fault_rate: float | None,
@@ -473,7 +479,7 @@ def devnet(
     /control/faults route (GET it for the current config and counts). New blocks
     are pushed to websocket subscribers (subscription { getBlocks(...) }).
     """
-    from gnosync.devnet import ChainConfig, Faults, serve_forever
+    from gnosync.devnet import ChainConfig, Faults, gnoland1_exports, serve_forever
 
     config = ChainConfig(
         blocks=blocks,
@@ -481,6 +487,10 @@ def devnet(
         seed=seed,
         chain_id=chain_id,
         genesis=not no_genesis,
+        genesis_txs=genesis_txs,
+        genesis_files=gnoland1_exports(),
+        hostile_txs=hostile_txs,
+        undecodable_txs=undecodable_txs,
         txs_files=list(txs_files),
         profile=profile,
         **({} if answer_cache_mb is None else {"answer_cache_mb": answer_cache_mb}),

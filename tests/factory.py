@@ -48,8 +48,7 @@ def make_chain(start: int, end: int, tx_counts: dict[int, int] | None = None,
             num_txs=count, total_txs=total, app_version="1", last_block_hash=prev_hash,
             last_commit_hash="c", validators_hash="v", next_validators_hash="v",
             consensus_hash="k", app_hash="a", last_results_hash="r", proposer_address_raw="g1x",
-            txs=[] if height == 0 else [
-                BlockTransaction(hash=t.hash) for t in block_txs],
+            txs=[BlockTransaction(hash=t.hash) for t in block_txs],
         )
         blocks.append(block)
         txs.extend(block_txs)

@@ -6,7 +6,9 @@ import base64
 import collections
 import hashlib
 import itertools
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -280,8 +282,8 @@ def test_genesis_quirks(executor: Executor, chain: Chain) -> None:
     genesis, first, second = body["data"]["getBlocks"]
     assert genesis["height"] == 0 and genesis["hash"] == "" and genesis["last_block_hash"] == ""
     assert genesis["num_txs"] == genesis["total_txs"] == 3
-    assert genesis["txs"] == []
     assert genesis["time"] == "2026-03-16T09:00:00Z"
+    assert genesis["version"] == genesis["app_hash"] == genesis["last_commit_hash"] == ""
     assert first["last_block_hash"] == "" and first["hash"]
     assert first["total_txs"] == first["num_txs"] == len(first["txs"])
     assert second["last_block_hash"] == first["hash"]
@@ -289,11 +291,14 @@ def test_genesis_quirks(executor: Executor, chain: Chain) -> None:
     body = ok(executor, queries.TRANSACTIONS, {"where": {"block_height": {"eq": 0}}})
     txs = body["data"]["getTransactions"]
     assert [(tx["block_height"], tx["index"]) for tx in txs] == [(0, 0), (0, 1), (0, 2)]
-    for tx in txs:  # tx-indexer cannot amino-decode the JSON-encoded genesis txs
-        assert tx["messages"] == [] and tx["memo"] == ""
-        assert tx["gas_fee"] == {"amount": 0, "denom": ""}
+    # Genesis transactions are amino-encoded like any block's: listed and decoded.
+    assert [entry["hash"] for entry in genesis["txs"]] == [tx["hash"] for tx in txs]
+    for tx in txs:
         assert tx["hash"] == tx_hash_of(tx["content_raw"])
-        assert bytes.fromhex(tx["content_raw"][3:-1]).startswith(b'{"msg":')
+        content = orjson.loads(bytes.fromhex(tx["content_raw"][3:-1]))
+        assert content["signatures"] == [{"pub_key": None, "signature": None}]  # unsigned
+        assert [m["typeUrl"] for m in tx["messages"]] == ["add_package"]
+        assert tx["gas_fee"] == {"amount": 1_000_000, "denom": "ugnot"} and tx["success"]
 
     without = Chain(ChainConfig(blocks=30, genesis=False))
     assert without.lowest == 1
@@ -303,8 +308,118 @@ def test_genesis_quirks(executor: Executor, chain: Chain) -> None:
     assert without.transactions_in(0, 30) == without.transactions_in(1, 30)
 
 
+def test_genesis_of_real_size_with_a_repeated_transaction() -> None:
+    files = sorted(GNOLAND1.glob("*.jsonl"))
+    chain = Chain(ChainConfig(blocks=5, genesis_txs=300, genesis_files=files, genesis_repeats=2))
+    block = chain.block(0)
+    txs = chain.transactions(0)
+    assert block["num_txs"] == block["total_txs"] == len(txs) == len(block["txs"]) == 300
+    assert [entry["hash"] for entry in block["txs"]] == [tx["hash"] for tx in txs]
+    kinds = collections.Counter(tx["messages"][0]["typeUrl"] for tx in txs)
+    assert kinds["add_package"] >= 250 and set(kinds) == {"add_package", "exec"}
+    size = sum(len(tx["content_raw"]) // 2 for tx in txs)
+    assert 2_000_000 < size < 8_000_000  # a few MB, like a real genesis
+    if files:  # the files are the real gnoland1 ones, renamed into their packages
+        real = set()
+        for path in files:
+            for line in path.read_bytes().splitlines():
+                for msg in orjson.loads(line)["tx"]["msg"]:
+                    for f in (msg.get("package") or {}).get("files") or []:
+                        real.add(re.sub(r"^package \w+", "", f["body"], count=1, flags=re.M))
+        for tx in txs:
+            if tx["messages"][0]["typeUrl"] == "add_package":
+                package = tx["messages"][0]["value"]["package"]
+                for f in package["files"]:
+                    if f["name"].endswith(".gno"):
+                        assert f"package {package['name']}" in f["body"]
+                        assert re.sub(r"^package \w+", "", f["body"], count=1, flags=re.M) in real
+    # Unsigned, so a repeated transaction has the same hash at another index.
+    hashes = [tx["hash"] for tx in txs]
+    assert len(set(hashes)) == 298
+    assert chain.num_txs(1) == chain.total_txs(1)  # genesis is not counted from block 1
+
+
+def test_undecodable_transaction_is_served_but_not_listed() -> None:
+    """tx-indexer's Block.txs skips what it cannot amino-decode; getTransactions serves
+    it with a zero std.Tx's memo, fee and messages, and num_txs counts it."""
+    chain = Chain(ChainConfig(**dict(SMALL, undecodable_txs=(25, 300))))
+    executor = Executor(chain)
+    for height in (25, 300):
+        block = ok(executor, queries.BLOCKS, {"where": {"height": {"eq": height}}})["data"]["getBlocks"][0]
+        where = {"where": {"block_height": {"eq": height}}}
+        txs = ok(executor, queries.TRANSACTIONS, where)["data"]["getTransactions"]
+        assert block["num_txs"] == len(txs) == 20 and len(block["txs"]) == 19
+        listed = [entry["hash"] for entry in block["txs"]]
+        missing = [tx for tx in txs if tx["hash"] not in listed]
+        assert [tx["index"] for tx in missing] == [7]
+        assert listed == [tx["hash"] for tx in txs if tx["index"] != 7]
+        (odd,) = missing
+        assert (odd["memo"], odd["messages"], odd["gas_fee"]) == ("", [], {"amount": 0, "denom": ""})
+        assert odd["hash"] == tx_hash_of(odd["content_raw"])
+        assert b"/vm.m_call_v2" in bytes.fromhex(odd["content_raw"][3:-1])
+
+
+def test_hostile_strings_are_served_as_their_bytes() -> None:
+    """NUL comes as the escape \\u0000 and bytes that are not UTF-8 as they are, in the
+    answer's bytes: as gqlgen writes strings."""
+    chain = Chain(ChainConfig(**dict(SMALL, hostile_txs=(33,))))
+    for fast in (True, False):
+        status, body = Executor(chain, fast_path=fast).execute(
+            queries.TRANSACTIONS, {"where": {"block_height": {"eq": 33}}}
+        )
+        assert status == 200
+        with pytest.raises(UnicodeDecodeError):
+            body.decode()
+        assert b"caf\xe9 \xff\xfe \xed\xa0\x80 \xe2\x82" in body
+        assert b'"memo":"memo with a NUL: \\u0000"' in body
+        failed, named = orjson_surrogates(body)["data"]["getTransactions"]
+        assert not failed["success"] and named["success"]
+        assert "\x00" in failed["messages"][0]["value"]["args"][1]
+        assert "\x00" in failed["response"]["events"][0]["attrs"][1]["value"]
+        assert "\x00" in failed["response"]["log"]
+        assert named["response"]["events"][0]["attrs"][1]["value"] == named["messages"][0]["value"]["args"][0]
+        for tx in (failed, named):
+            assert tx["hash"] == tx_hash_of(tx["content_raw"])
+    assert b"\xff\xfe" in bytes.fromhex(chain.transactions(33)[1]["content_raw"][3:-1])
+
+
+def orjson_surrogates(body: bytes) -> Any:
+    """JSON with bytes that are not UTF-8 kept as surrogate escapes."""
+    return json.loads(body.decode("utf-8", "surrogateescape"))
+
+
+def test_odd_heights_among_exported_transactions() -> None:
+    files = sorted(GNOLAND1.glob("*.jsonl"))
+    if not files:
+        pytest.skip(f"no exports in {GNOLAND1}")
+    plain = Chain(ChainConfig(blocks=3000, txs_files=files))
+    taken = plain.tx_heights(1, 3000)[5]
+    free = next(h for h in range(2000, 3000) if not plain.num_txs(h))
+    odd = Chain(ChainConfig(blocks=3000, txs_files=files, hostile_txs=(taken,), undecodable_txs=(free,)))
+    assert (odd.num_txs(taken), odd.num_txs(free)) == (2, 20)
+    assert odd.total_txs(3000) == plain.total_txs(3000) - plain.num_txs(taken) + 22
+    grown = Chain(ChainConfig(blocks=10, txs_files=files, txs_span=3000, hostile_txs=(taken,), undecodable_txs=(free,)))
+    while grown.tip < 3000:
+        grown.append_block()
+    assert grown.blocks_in(0, 3000) == odd.blocks_in(0, 3000)
+
+
+def test_odd_heights_are_checked() -> None:
+    for bad in (
+        dict(hostile_txs=(0,)),
+        dict(undecodable_txs=(5,), hostile_txs=(5,)),
+        dict(genesis_txs=3, genesis_repeats=3),
+        dict(genesis_repeats=-1),
+    ):
+        with pytest.raises(ValueError):
+            ChainConfig(**bad)
+
+
 def test_chain_links_counts_and_hashes(executor: Executor, chain: Chain) -> None:
-    body = ok(executor, queries.BLOCKS, {"where": {}})
+    # Every field of Block.txs (gnosync asks for the hashes only).
+    every_tx_field = "txs { hash fee { gas_wanted gas_fee { amount denom } } memo content_raw }"
+    assert "txs { hash }" in queries.BLOCKS
+    body = ok(executor, queries.BLOCKS.replace("txs { hash }", every_tx_field), {"where": {}})
     blocks = body["data"]["getBlocks"]
     body = ok(executor, queries.TRANSACTIONS, {"where": {}})
     txs = body["data"]["getTransactions"]
@@ -362,7 +477,8 @@ def test_served_shapes_decode_as_gnosync_expects(executor: Executor) -> None:
 
 
 def test_determinism() -> None:
-    config = dict(SMALL, blocks=150)
+    # Odd heights in a dense stretch and above the first tip, grown into.
+    config = dict(SMALL, blocks=150, hostile_txs=(30, 120), undecodable_txs=(125,))
     one, two = Chain(ChainConfig(**config)), Chain(ChainConfig(**config))
     assert one.blocks_in(0, 150) == two.blocks_in(0, 150)
     assert one.transactions_in(0, 150) == two.transactions_in(0, 150)

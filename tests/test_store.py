@@ -12,7 +12,7 @@ import asyncpg
 import msgspec
 import pytest
 
-from gnosync.errors import ConfigError, StoreError
+from gnosync.errors import BatchInvalid, ConfigError, StoreError
 from gnosync.store import (
     NotTheWriter,
     Store,
@@ -39,7 +39,7 @@ from gnosync.model import (
 )
 
 CHAIN = "test-chain"
-MIGRATIONS = ["0001_initial", "0002_checkpoints"]
+MIGRATIONS = ["0001_initial", "0002_checkpoints", "0003_sanitized_shared_hashes"]
 
 
 # -- building batches by hand --------------------------------------------------------------
@@ -237,9 +237,11 @@ def test_block_row_follows_columns_and_keeps_nanoseconds():
 
 
 def test_block_row_rejects_bad_time():
+    """A time tx-indexer cannot have formatted is bad data: retried, never stored."""
     block = msgspec.structs.replace(make_batch(1, 1).blocks[0], time="yesterday")
-    with pytest.raises(ValueError, match="block 1"):
+    with pytest.raises(BatchInvalid) as info:
         block_row(block)
+    assert (info.value.height, info.value.check) == (1, "time")
 
 
 def test_transaction_row_follows_columns():
@@ -292,7 +294,7 @@ async def test_migrate_creates_tables_in_default_schema(db_dsn):
     indexes = {r["indexname"] for r in rows}
     assert "blocks_time_idx" in indexes
     rows = await fetch(db_dsn, "SELECT version, name, applied_at FROM indexer.schema_migrations")
-    assert [(r["version"], r["name"]) for r in rows] == [(1, "0001_initial"), (2, "0002_checkpoints")]
+    assert [(r["version"], r["name"]) for r in rows] == list(enumerate(MIGRATIONS, 1))
     assert rows[0]["applied_at"] is not None
 
 
@@ -337,7 +339,7 @@ async def test_concurrent_migrations_apply_each_file_once(db_dsn):
         applied = [name for result in results for name in result]
         assert sorted(applied) == sorted(MIGRATIONS)
         rows = await fetch(db_dsn, f'SELECT version FROM "{schema}".schema_migrations')
-        assert [r["version"] for r in rows] == [1, 2]
+        assert [r["version"] for r in rows] == list(range(1, len(MIGRATIONS) + 1))
 
 
 async def test_migrate_refuses_a_schema_from_a_newer_gnosync(store, db_dsn):
@@ -458,26 +460,39 @@ async def test_duplicate_commit_raises_and_changes_nothing(store, db_dsn):
     with pytest.raises(StoreError, match="23505"):
         await store.commit_batch(overlapping, chain_id=CHAIN, status="synced")
 
-    # New heights, but a transaction repeats a stored transaction hash.
-    repeat = make_batch(7, 9, txs_per_block=lambda h: 1)
-    repeat.transactions[2] = msgspec.structs.replace(
-        repeat.transactions[2], hash=batch.transactions[0].hash
-    )
-    with pytest.raises(StoreError, match="23505"):
-        await store.commit_batch(repeat, chain_id=CHAIN, status="synced")
-
     assert await snapshot(db_dsn) == before
     # The store is usable afterwards.
     await store.commit_batch(make_batch(7, 9), chain_id=CHAIN, status="synced")
     assert await store.stored_bounds() == (0, 9)
 
 
+async def test_a_transaction_hash_may_be_stored_at_two_heights(store, db_dsn):
+    """Byte-identical transactions (unsigned genesis ones) share a hash: both are kept,
+    and the hash stays indexed."""
+    first = make_batch(0, 6, txs_per_block=lambda h: 1)
+    await store.commit_batch(first, chain_id=CHAIN, status="syncing")
+    repeat = make_batch(7, 9, txs_per_block=lambda h: 1)
+    repeat.transactions[2] = msgspec.structs.replace(repeat.transactions[2], hash=first.transactions[0].hash)
+    await store.commit_batch(repeat, chain_id=CHAIN, status="synced")
+    rows = await fetch(
+        db_dsn,
+        "SELECT block_height FROM indexer.transactions WHERE hash = $1 ORDER BY block_height",
+        first.transactions[0].hash,
+    )
+    assert [r["block_height"] for r in rows] == [first.transactions[0].block_height, 9]
+    rows = await fetch(
+        db_dsn,
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = 'indexer' AND tablename = 'transactions'",
+    )
+    definitions = [r["indexdef"] for r in rows]
+    assert any(d.endswith("USING btree (hash)") and "UNIQUE" not in d for d in definitions), definitions
+
+
 async def test_failing_second_copy_stores_nothing(store, db_dsn):
     batch = make_batch(0, 9, txs_per_block=lambda h: 2)
-    batch.transactions[-1] = msgspec.structs.replace(
-        batch.transactions[-1], hash=batch.transactions[0].hash
-    )
-    with pytest.raises(StoreError, match="transactions_hash_key"):
+    # The last transaction takes the one before's place: the transactions' COPY fails.
+    batch.transactions[-1] = msgspec.structs.replace(batch.transactions[-1], index=0)
+    with pytest.raises(StoreError, match="transactions_pkey"):
         await store.commit_batch(batch, chain_id=CHAIN, status="syncing")
     assert await counts(db_dsn) == (0, 0, 0)
 
@@ -665,10 +680,10 @@ async def test_replace_range_swaps_heights_atomically_and_keeps_the_top(db_dsn):
         assert await stored_checkpoints(db_dsn) == checkpoints
         # In the middle: the top, the status and the error state stay as they were.
         assert [r[:-1] for r in state] == [r[:-1] for r in clean[2]]  # all but updated_at
-        # A failing replace changes nothing: a transaction hash stored at another height.
+        # A failing replace changes nothing: a block hash stored at another height.
         before = await snapshot(db_dsn)
         bad = part(whole, 12, 13)
-        bad.transactions[0] = msgspec.structs.replace(bad.transactions[0], hash=tx_hash(3, 0))
+        bad.blocks[0] = msgspec.structs.replace(bad.blocks[0], hash=block_hash(3))
         with pytest.raises(StoreError, match="23505"):
             await store.replace_range(bad, chain_id=CHAIN)
         assert await snapshot(db_dsn) == before

@@ -69,8 +69,8 @@ def test_transaction_damage():
     assert failure(Batch(10, 19, batch.blocks, swapped), ref) == (12, "tx_index")
     stray = txs + [make_tx(30, 0)]
     assert failure(Batch(10, 19, batch.blocks, stray), ref) == (30, "tx_height")
-    unlisted = replace_block(batch, 5, txs=[])
-    assert failure(unlisted, ref) == (15, "tx_hashes")
+    foreign = replace_block(batch, 5, txs=[msgspec.structs.replace(batch.blocks[5].txs[0], hash="elsewhere")])
+    assert failure(foreign, ref) == (15, "tx_hashes")
 
 
 def test_total_txs_must_accumulate():
@@ -78,10 +78,68 @@ def test_total_txs_must_accumulate():
     assert failure(replace_block(batch, 6, total_txs=99)) == (6, "total_txs")
 
 
-def test_genesis_block_may_list_no_transactions():
+def test_genesis_block_lists_its_transactions():
     batch, _ = make_chain(0, 3, {0: 5})
-    assert batch.blocks[0].txs == [] and batch.blocks[0].num_txs == 5
+    assert [entry.hash for entry in batch.blocks[0].txs] == [tx.hash for tx in batch.transactions]
     validate_batch(batch, None, None)
+    # The genesis block is held to the rules of any block.
+    listed = batch.blocks[0].txs
+    assert failure(replace_block(batch, 0, txs=listed[::-1])) == (0, "tx_hashes")
+    assert failure(replace_block(batch, 0, num_txs=4, total_txs=4)) == (0, "num_txs")
+
+
+def with_listed(batch: Batch, i: int, hashes: list[str | None]) -> Batch:
+    """``batch`` with block ``i`` listing these hashes in ``Block.txs``."""
+    template = batch.blocks[i].txs[0]
+    entries = [None if h is None else msgspec.structs.replace(template, hash=h) for h in hashes]
+    return replace_block(batch, i, txs=entries)
+
+
+def test_block_may_omit_transactions_tx_indexer_cannot_decode():
+    """tx-indexer leaves out of Block.txs what it cannot amino-decode, and still serves it
+    through getTransactions: the listed hashes are then an ordered subset."""
+    _, ref = make_chain(0, 9)
+    batch, _ = make_chain(10, 12, {11: 20}, previous=ref)
+    served = [tx.hash for tx in batch.transactions]
+    for listed in (served[:7] + served[8:], served[1:], served[:-1], served[::2], []):
+        validate_batch(with_listed(batch, 1, listed), ref, "dev")
+    # A genesis block listing none of its transactions (tx-indexer v0.5.0) passes too.
+    genesis, _ = make_chain(0, 2, {0: 4})
+    validate_batch(with_listed(genesis, 0, []), None, None)
+
+
+def test_block_listing_anything_but_an_ordered_subset_fails():
+    _, ref = make_chain(0, 9)
+    batch, _ = make_chain(10, 12, {11: 20}, previous=ref)
+    served = [tx.hash for tx in batch.transactions]
+    for listed in (
+        served[:7] + ["not-served"] + served[8:],  # a hash the source did not serve
+        [served[1], served[0]] + served[2:],  # another order
+        served + [served[-1]],  # listed more often than served
+        served[:3] + [None] + served[4:],  # a null entry
+    ):
+        assert failure(with_listed(batch, 1, listed), ref) == (11, "tx_hashes"), listed
+    # The served count must still be num_txs, whatever is listed.
+    short = Batch(10, 12, batch.blocks, batch.transactions[:-1])
+    assert failure(with_listed(short, 1, served[:-1]), ref) == (11, "num_txs")
+    with pytest.raises(BatchInvalid, match=r"block 11 failed check 'tx_hashes': .*not-served.*entry 7 of 20"):
+        validate_batch(with_listed(batch, 1, served[:7] + ["not-served"] + served[8:]), ref, "dev")
+
+
+def test_identical_transactions_at_two_heights_pass():
+    """Unsigned transactions can be byte-identical, so two heights (or two places in one
+    block) may hold the same hash."""
+    batch, _ = make_chain(0, 3, {0: 3, 2: 1})
+    twin = batch.transactions[0].hash
+    txs = [msgspec.structs.replace(tx, hash=twin) if tx.index in (0, 2) or tx.block_height == 2 else tx
+           for tx in batch.transactions]
+    blocks = list(batch.blocks)
+    blocks[0] = with_listed(batch, 0, [twin, txs[1].hash, twin]).blocks[0]
+    blocks[2] = with_listed(batch, 2, [twin]).blocks[2]
+    validate_batch(Batch(0, 3, blocks, txs), None, None)
+    # The same transaction served twice at one height is still caught.
+    doubled = Batch(0, 3, blocks, txs[:1] + txs[:1] + txs[2:])
+    assert failure(doubled) == (0, "tx_index")
 
 
 def test_chain_id_mismatch_is_fatal_and_mixed_ids_invalid():

@@ -21,13 +21,18 @@ about 20 transactions on every block, drawn from a pool of pre-made ones
 
 tx-indexer quirks reproduced on purpose (gnosync has to cope with them):
 
-* Height 0 is the synthetic genesis block tx-indexer stores: its ``hash`` and
-  ``last_block_hash`` are empty, ``num_txs == total_txs ==`` the number of genesis
-  transactions, and its ``txs`` list is empty because the genesis transactions are
-  stored JSON-encoded and tx-indexer cannot amino-decode them. For the same reason the
-  genesis transactions served by ``getTransactions`` have no messages, an empty memo
-  and a zero ``gas_fee`` ({amount: 0, denom: ""}), though their hashes, ``content_raw``
-  and results are real.
+* Height 0 is the synthetic genesis block tx-indexer builds from the genesis state
+  (fetch/fetch.go, ``getGenesisBlock``): only chain id, time and the counts are set, so
+  its ``hash``, ``last_block_hash`` and the other hashes and versions are empty;
+  ``num_txs == total_txs ==`` the number of genesis transactions, amino-encoded like any
+  block's, so ``txs`` lists them all and ``getTransactions`` serves them decoded. A
+  realistic genesis is hundreds of package deployments, a few MB (``genesis_txs``,
+  ``genesis_files``).
+* ``Block.txs`` leaves out every transaction tx-indexer cannot amino-decode, while
+  ``num_txs`` counts it and ``getTransactions`` serves it with a zero ``std.Tx``'s memo,
+  fee and messages (``undecodable_txs``).
+* Strings are served as their bytes: NUL as ``\u0000``, bytes that are not UTF-8 as
+  they are, so an answer need not be valid UTF-8 (``hostile_txs``, :func:`json_bytes`).
 * Block 1 has an empty ``last_block_hash`` and ``last_commit_hash`` and a ``total_txs``
   that counts only its own transactions: the chain does not count genesis transactions.
 * ``last_results_hash`` is empty after a block without transactions (an empty merkle
@@ -59,6 +64,7 @@ import bisect
 import dataclasses
 import functools
 import hashlib
+import json
 import math
 import os
 import random
@@ -84,6 +90,8 @@ __all__ = [
     "bech32_address",
     "format_time_ns",
     "gnoland1_exports",
+    "go_string",
+    "json_bytes",
     "parse_time_ns",
 ]
 
@@ -99,6 +107,9 @@ _NS = 1_000_000_000
 _TX_CACHE_TXS = 40_000  # materialised transactions kept (whole heights, oldest out first)
 _HEADER = struct.Struct(">QIQ")  # height, num_txs, total_txs
 _TX_AT = struct.Struct(">QI")  # height, index
+# Transactions at a hostile_txs / undecodable_txs height; which one is undecodable.
+_SPECIAL_COUNTS = {"hostile": 2, "undecodable": 20}
+_UNDECODABLE_INDEX = 7
 
 
 # The gnoland1 betanet's height when its last export was taken; the sparse profile
@@ -160,6 +171,12 @@ class ChainConfig:
 
     ``blocks`` is the initial tip. With ``genesis`` the chain serves a genesis block at
     height 0 holding ``genesis_txs`` transactions; without it the chain starts at 1.
+    Genesis transactions are package deployments (every eighth a realm call) with files
+    of real sizes: the ``m_addpkg``/``m_run`` files of the amino-JSON exports
+    ``genesis_files`` when given, else generated Gno source of the same size range (a
+    few hundred of them make a genesis of a few MB, like a real one). The last
+    ``genesis_repeats`` of them repeat earlier ones byte for byte (unsigned, so with the
+    same hash), as a genesis file may.
     ``block_time`` (seconds) makes a served chain grow by one block at that interval.
     ``txs_files`` are amino-JSON transaction exports (one transaction a line, like
     ``/work/shared/data/gnoland1/*.jsonl``) that replace the generated transactions of
@@ -173,6 +190,12 @@ class ChainConfig:
     transactions. ``answer_cache_mb`` bounds the encoded answers a server keeps and
     ``read_ahead`` is how many chunks of them a background thread encodes ahead of a
     client reading the chain in order (:mod:`gnosync.devnet.fragments`).
+
+    Odd data at chosen heights (each replaces whatever the height would hold):
+    ``hostile_txs`` heights hold a failed call with NUL in its memo, an argument and an
+    event attribute, and a call whose argument and event attribute are not valid UTF-8
+    (see :func:`json_bytes`); ``undecodable_txs`` heights hold 20 transactions, one of
+    which tx-indexer cannot decode, so ``Block.txs`` leaves it out.
     """
 
     blocks: int = 1000
@@ -180,6 +203,8 @@ class ChainConfig:
     chain_id: str = "dev"
     genesis: bool = True
     genesis_txs: int = 3
+    genesis_files: list[str | Path] = field(default_factory=list)
+    genesis_repeats: int = 0
     block_time: float | None = None
     txs_files: list[str | Path] = field(default_factory=list)
     txs_span: int | None = None
@@ -198,6 +223,8 @@ class ChainConfig:
     profile: str | None = None
     answer_cache_mb: int = 1024
     read_ahead: int = 0
+    hostile_txs: tuple[int, ...] = ()
+    undecodable_txs: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.profile is not None:
@@ -210,6 +237,19 @@ class ChainConfig:
             )
         if self.genesis_txs < 0:
             raise ValueError(f"genesis_txs must be >= 0, got {self.genesis_txs}")
+        if not 0 <= self.genesis_repeats < max(1, self.genesis_txs):
+            raise ValueError(
+                f"genesis_repeats must be >= 0 and below genesis_txs ({self.genesis_txs}),"
+                f" got {self.genesis_repeats}"
+            )
+        self.genesis_files = [Path(path) for path in self.genesis_files]
+        self.hostile_txs = tuple(sorted(set(self.hostile_txs)))
+        self.undecodable_txs = tuple(sorted(set(self.undecodable_txs)))
+        if any(height < 1 for height in self.hostile_txs + self.undecodable_txs):
+            raise ValueError("hostile_txs and undecodable_txs heights must be >= 1")
+        both = set(self.hostile_txs) & set(self.undecodable_txs)
+        if both:
+            raise ValueError(f"heights {sorted(both)} are in both hostile_txs and undecodable_txs")
         if self.block_time is not None and self.block_time <= 0:
             raise ValueError(f"block_time must be positive, got {self.block_time}")
         if not 0.0 <= self.tx_rate < 1.0:
@@ -287,6 +327,34 @@ def _mix64(value: int) -> int:
 
 def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
+
+
+def go_string(data: bytes) -> str:
+    """A Go string's bytes as a Python ``str``: bytes that are not UTF-8 are kept as the
+    surrogate code points of Python's ``surrogateescape`` (U+DC80..U+DCFF), which
+    :func:`json_bytes` writes back as those bytes."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value`` as JSON, the way tx-indexer writes its answers.
+
+    gqlgen writes every GraphQL string itself (graphql/string.go, ``writeQuotedString``):
+    it escapes ``"``, ``\\`` and the control characters (NUL as ``\u0000``) and copies
+    every other byte as it is, valid UTF-8 or not; Go's encoding/json then embeds that
+    answer as a ``json.RawMessage``, whose compaction checks the syntax but not the
+    UTF-8. (encoding/json's own string encoder, which would write U+FFFD for invalid
+    UTF-8, is never used for GraphQL strings.) So a string holding bytes that are not
+    UTF-8 (see :func:`go_string`) is served as those raw bytes, and the answer is not
+    valid UTF-8.
+    """
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        if "surrogates" not in str(exc):  # anything but bytes that are not UTF-8
+            raise
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return text.encode("utf-8", "surrogateescape")
 
 
 _DAYS: dict[int, str] = {}  # day number since the epoch -> "YYYY-MM-DDT"
@@ -530,6 +598,63 @@ def _gno_source(rng: random.Random, name: str) -> str:
     return "\n".join(lines)
 
 
+def _gno_source_sized(rng: random.Random, name: str, size: int) -> str:
+    """Generated Gno source of about ``size`` bytes."""
+    parts = [f"package {name}\n\nimport (\n\t\"strconv\"\n\t\"strings\"\n)\n"]
+    length, i = len(parts[0]), 0
+    while length < size:
+        word = rng.choice(_WORDS)
+        func = f"{word.capitalize()}{i}"
+        part = (
+            f"\n// {func} lists the {word} values from {word}{i} up to n.\n"
+            f"func {func}(n int) string {{\n\tparts := []string{{}}\n"
+            f"\tfor j := 0; j < n; j++ {{\n\t\tparts = append(parts, strconv.Itoa({word}{i} + j))\n\t}}\n"
+            f'\treturn strings.Join(parts, ",")\n}}\n\nvar {word}{i} = {rng.randint(0, 10_000)}\n'
+        )
+        parts.append(part)
+        length += len(part)
+        i += 1
+    return "".join(parts)
+
+
+_PACKAGE_CLAUSE = re.compile(r"^package\s+\w+", re.MULTILINE)
+
+
+@functools.lru_cache(maxsize=4)
+def _gno_sources(paths: tuple[Path, ...]) -> tuple[str, ...]:
+    """The Gno files (bodies, each once) of the ``m_addpkg`` and ``m_run`` messages in
+    these amino-JSON exports, in timestamp order."""
+    bodies: dict[str, None] = {}
+    for _, tx in _load_txs_files(list(paths)) if paths else ():
+        for msg in tx.get("msg") or []:
+            if msg.get("@type") not in ("/vm.m_addpkg", "/vm.m_run"):
+                continue
+            for file in (msg.get("package") or {}).get("files") or []:
+                if str(file.get("name", "")).endswith(".gno") and file.get("body"):
+                    bodies.setdefault(file["body"], None)
+    return tuple(bodies)
+
+
+def _genesis_package(rng: random.Random, index: int, sources: tuple[str, ...]) -> dict[str, Any]:
+    """A package for genesis: a few files (one to 16, four on average) taken from the
+    real ``sources`` when there are any (renamed into this package), else generated
+    with sizes spread like real ones (median about 1 KB, a few tens of KB at most)."""
+    word = _WORDS[index % len(_WORDS)]
+    name = f"{word}{index}"
+    path = f"gno.land/{'r' if index % 4 == 0 else 'p'}/sys/{name}"
+    files = []
+    for number in range(min(16, 1 + int(rng.expovariate(1 / 3)))):
+        if sources:
+            body = _PACKAGE_CLAUSE.sub(f"package {name}", rng.choice(sources), count=1)
+        else:
+            size = min(64_000, int(rng.lognormvariate(math.log(1_300), 1.1)))
+            body = _gno_source_sized(rng, name, size)
+        file_name = f"{name}.gno" if number == 0 else f"{rng.choice(_WORDS)}{number}.gno"
+        files.append({"name": file_name, "body": body})
+    files.append({"name": "gnomod.toml", "body": f'module = "{path}"\ngno = "0.9"\n'})
+    return {"name": name, "path": path, "files": files}
+
+
 _SIGNATURE_SLOT = "@@gnosync-devnet-signature@@"
 
 
@@ -601,6 +726,9 @@ class _Tx:
     hash: str
     result: dict[str, Any]
     template: _Template | None = None
+    # Whether tx-indexer can amino-decode it: if not, Block.txs leaves it out and
+    # getTransactions serves a zero std.Tx's memo, fee and messages.
+    decodable: bool = True
     _raw: str | None = None
     _block_view: dict[str, Any] | None = None
     _full_view: dict[str, Any] | None = None
@@ -638,9 +766,9 @@ class _Tx:
         if self._full_view is None:
             result = self.result
             template = self.template
-            if self.height == 0:
-                # Genesis transactions are stored JSON-encoded; tx-indexer's amino
-                # decode of them fails and it serves a zero std.Tx.
+            if not self.decodable:
+                # serve/graph/model/transaction.go, getStdTx: when amino.Unmarshal fails
+                # it keeps a zero std.Tx, whose memo, fee and messages are empty.
                 memo, gas_fee, messages = "", {"amount": 0, "denom": ""}, []
             elif template is not None:
                 memo, gas_fee, messages = template.memo, template.gas_fee, template.messages
@@ -673,6 +801,14 @@ class _Tx:
                 "response": response,
             }
         return self._full_view
+
+
+def block_txs(txs: list[_Tx]) -> list[dict[str, Any]]:
+    """``Block.txs`` of a block holding ``txs``: tx-indexer leaves out every transaction
+    it cannot amino-decode (serve/graph/model/block.go, ``getTxs``: a nil
+    ``NewBlockTransaction`` is skipped), though ``num_txs`` counts it and
+    ``getTransactions`` serves it."""
+    return [tx.block_view() for tx in txs if tx.decodable]
 
 
 def _load_txs_files(paths: list[Path]) -> list[tuple[int, dict[str, Any]]]:
@@ -758,6 +894,12 @@ class Chain:
         self._placed_upto = 0
         self._sparse_rng = random.Random(int.from_bytes(self._digest(b"sparse")[:16], "big"))
         self._next_sparse = 0
+        # Heights of odd transactions (hostile_txs, undecodable_txs), ascending; the
+        # first special_next of them already placed.
+        self._special: dict[int, str] = dict.fromkeys(config.hostile_txs, "hostile")
+        self._special.update(dict.fromkeys(config.undecodable_txs, "undecodable"))
+        self._special_heights = sorted(self._special)
+        self._special_next = 0
         if config.txs_files:
             self._file_span = config.txs_span or max(1, config.blocks)
             self._pool_file_txs(_load_txs_files(config.txs_files), self._file_span)
@@ -787,7 +929,7 @@ class Chain:
         self._listeners: list[Callable[[int], None]] = []
         self._genesis: list[_Tx] = self._make_genesis() if config.genesis else []
         for tx in self._genesis:
-            self._by_hash[tx.hash] = tx.index
+            self._by_hash.setdefault(tx.hash, tx.index)
 
     # ------------------------------------------------------------------ basics
 
@@ -913,6 +1055,24 @@ class Chain:
         self._tx_cum.append(total)
         self._tx_heights.append(height)
 
+    def _place(self, height: int, count: int) -> None:
+        """Record ``count`` transactions at ``height``, after the special heights below
+        it; a special height's own transactions replace those ``count`` says."""
+        self._place_specials(height - 1)
+        specials = self._special_heights
+        if self._special_next < len(specials) and specials[self._special_next] == height:
+            self._special_next += 1
+            count = _SPECIAL_COUNTS[self._special[height]]
+        self._record_placement(height, count)
+
+    def _place_specials(self, upto: int) -> None:
+        """Record the special heights up to ``upto`` not placed yet."""
+        specials = self._special_heights
+        while self._special_next < len(specials) and specials[self._special_next] <= upto:
+            height = specials[self._special_next]
+            self._special_next += 1
+            self._record_placement(height, _SPECIAL_COUNTS[self._special[height]])
+
     def _extend_placement(self, upto: int) -> None:
         """Place transactions on heights ``placed_upto+1..upto``: the exported ones up
         to ``file_span``, generated ones above.
@@ -924,9 +1084,10 @@ class Chain:
             top = min(upto, self._file_span)
             heights, pool, index = self._file_heights, self._file_pool, self._file_next
             while index < len(heights) and heights[index] <= top:
-                self._record_placement(heights[index], len(pool[heights[index]]))
+                self._place(heights[index], len(pool[heights[index]]))
                 index += 1
             self._file_next = index
+            self._place_specials(top)
             self._placed_upto = max(self._placed_upto, top)
             if upto <= self._file_span:
                 return
@@ -944,8 +1105,9 @@ class Chain:
                 count = 1 if roll < 85 else 2 if roll < 95 else 3 + roll % 2
             while self._next_sparse <= height:
                 self._next_sparse += 1 + self._sparse_gap()
-            self._record_placement(height, count)
+            self._place(height, count)
             cursor = height + 1
+        self._place_specials(upto)
         self._placed_upto = max(self._placed_upto, upto)
 
     def _pool_file_txs(self, entries: list[tuple[int, dict[str, Any]]], top: int) -> None:
@@ -999,7 +1161,9 @@ class Chain:
                 self._tx_cache.move_to_end(height)
                 return cached
             pool = self._file_pool.get(height)
-            if pool is None and self.config.tx_templates:
+            if height in self._special:
+                txs = self._special_txs(height)
+            elif pool is None and self.config.tx_templates:
                 txs = self._copy_templates(height, count)
             else:
                 rng = random.Random(int.from_bytes(self._digest(b"txs", height)[:16], "big"))
@@ -1030,7 +1194,12 @@ class Chain:
 
     def _templated(self, height: int) -> bool:
         """Whether the transactions of ``height`` are copies of templates."""
-        return height > 0 and self.config.tx_templates > 0 and height not in self._file_pool
+        return (
+            height > 0
+            and self.config.tx_templates > 0
+            and height not in self._file_pool
+            and height not in self._special
+        )
 
     def _take_light_txs(self, height: int, count: int) -> list[_Light]:
         """:meth:`_light_txs`, taken from those hashing just made when it did."""
@@ -1086,8 +1255,17 @@ class Chain:
             )
         return txs
 
-    def _finish_tx(self, height: int, index: int, amino: dict[str, Any], rng: random.Random) -> _Tx:
-        content = orjson.dumps(amino)
+    def _finish_tx(
+        self,
+        height: int,
+        index: int,
+        amino: dict[str, Any],
+        rng: random.Random,
+        result: dict[str, Any] | None = None,
+        *,
+        decodable: bool = True,
+    ) -> _Tx:
+        content = json_bytes(amino)
         digest = hashlib.sha256(content).digest()
         return _Tx(
             height=height,
@@ -1096,8 +1274,118 @@ class Chain:
             content=content,
             digest=digest,
             hash=_b64(digest),
-            result=self._make_result(amino, rng, genesis=height == 0),
+            result=self._make_result(amino, rng, genesis=height == 0) if result is None else result,
+            decodable=decodable,
         )
+
+    def _special_txs(self, height: int) -> list[_Tx]:
+        """The transactions of a ``hostile_txs`` or ``undecodable_txs`` height."""
+        rng = random.Random(int.from_bytes(self._digest(b"special", height)[:16], "big"))
+        if self._special[height] == "undecodable":
+            txs = []
+            for index in range(_SPECIAL_COUNTS["undecodable"]):
+                if index == _UNDECODABLE_INDEX:
+                    # A message type tx-indexer's amino registry does not know (one added
+                    # to the chain after tx-indexer was built): the node runs it, but
+                    # tx-indexer cannot decode the transaction.
+                    amino = self._make_amino(rng)
+                    amino["msg"] = [{"@type": "/vm.m_call_v2", "caller": self._account(rng)}]
+                    txs.append(self._finish_tx(height, index, amino, rng, decodable=False))
+                else:
+                    txs.append(self._finish_tx(height, index, self._make_amino(rng), rng))
+            return txs
+        return [
+            self._finish_tx(height, index, amino, rng, result)
+            for index, (amino, result) in enumerate(self._hostile_pair(rng))
+        ]
+
+    def _hostile_pair(self, rng: random.Random) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """A failed call carrying NUL in its memo, an argument and an event attribute
+        (emitted before the realm panicked), and a call whose argument, echoed in an
+        event attribute, is not UTF-8: nothing in a chain stops either (memos and call
+        arguments are bytes to it, and a failed transaction lands in its block)."""
+        signatures = [
+            {
+                "pub_key": {"@type": "/tm.PubKeySecp256k1", "value": _b64(b"\x02" + rng.randbytes(32))},
+                "signature": _b64(rng.randbytes(64)),
+            }
+        ]
+        sender, boards = self._account(rng), "gno.land/r/demo/boards"
+        title = "Re: \x00 the NUL thread"
+        failed = {
+            "msg": [
+                {
+                    "@type": "/vm.m_call",
+                    "caller": sender,
+                    "send": "",
+                    "max_deposit": "",
+                    "pkg_path": boards,
+                    "func": "CreateThread",
+                    "args": ["1", title, "body\x00"],
+                }
+            ],
+            "fee": self._fee(rng, 2_000_000),
+            "signatures": signatures,
+            "memo": "memo with a NUL: \x00",
+        }
+        failed_result = {
+            "success": False,
+            "gas_wanted": 2_000_000,
+            "gas_used": rng.randint(100_000, 1_000_000),
+            "log": (
+                "--= Error =--\nData: vm.VMError{abciError{}}\nMsg Traces:\n"
+                f'    0  tm2/pkg/sdk/baseapp.go:733 - panic: invalid title "{title}"\n--= /Error =--\n'
+            ),
+            "info": "",
+            "error": "vm.VMError",
+            "data": "",
+            "events": [
+                {
+                    "__typename": "GnoEvent",
+                    "type": "ThreadCreated",
+                    "pkg_path": boards,
+                    "attrs": [{"key": "caller", "value": sender}, {"key": "title", "value": title}],
+                }
+            ],
+        }
+        # Latin-1, stray continuation bytes, a UTF-8-encoded surrogate (which Go's
+        # decoder rejects too) and a truncated sequence.
+        name = go_string(b"caf\xe9 \xff\xfe \xed\xa0\x80 \xe2\x82")
+        users = "gno.land/r/gnoland/users/v1"
+        bytes_call = {
+            "msg": [
+                {
+                    "@type": "/vm.m_call",
+                    "caller": sender,
+                    "send": "",
+                    "max_deposit": "",
+                    "pkg_path": users,
+                    "func": "Register",
+                    "args": [name],
+                }
+            ],
+            "fee": self._fee(rng, 2_000_000),
+            "signatures": signatures,
+            "memo": "",
+        }
+        bytes_result = {
+            "success": True,
+            "gas_wanted": 2_000_000,
+            "gas_used": rng.randint(100_000, 1_000_000),
+            "log": "msg:0,success:true,log:,events:[]",
+            "info": "",
+            "error": "",
+            "data": '("ok" string)\n\n',
+            "events": [
+                {
+                    "__typename": "GnoEvent",
+                    "type": "Registered",
+                    "pkg_path": users,
+                    "attrs": [{"key": "caller", "value": sender}, {"key": "name", "value": name}],
+                }
+            ],
+        }
+        return [(failed, failed_result), (bytes_call, bytes_result)]
 
     def _account(self, rng: random.Random) -> str:
         # A few accounts do most of the work, as on a real chain.
@@ -1348,38 +1636,45 @@ class Chain:
         }
 
     def _make_genesis(self) -> list[_Tx]:
+        """The genesis state's transactions, as gno.land's genesis holds them: package
+        deployments (and every eighth a realm call) by the deployer, unsigned (the
+        genesis loader gives each signer an empty signature)."""
+        config = self.config
         rng = random.Random(int.from_bytes(self._digest(b"genesis")[:16], "big"))
+        sources = _gno_sources(tuple(config.genesis_files))
         deployer = self.accounts[0]
-        txs = []
-        for index in range(self.config.genesis_txs):
-            if index % 3 == 0:
-                name = f"{_WORDS[index // 3 % len(_WORDS)]}"
-                msg = {
-                    "@type": "/vm.m_addpkg",
-                    "creator": deployer,
-                    "package": {
-                        "name": name,
-                        "path": f"gno.land/p/sys/{name}",
-                        "files": [{"name": f"{name}.gno", "body": _gno_source(rng, name)}],
-                    },
+        originals = config.genesis_txs - config.genesis_repeats
+        aminos: list[dict[str, Any]] = []
+        for index in range(originals):
+            if index % 8 == 7:
+                msg: dict[str, Any] = {
+                    "@type": "/vm.m_call",
+                    "caller": self.accounts[1 + index % (len(self.accounts) - 1)],
                     "send": "",
                     "max_deposit": "",
+                    "pkg_path": "gno.land/r/gnoland/users/v1",
+                    "func": "Register",
+                    "args": [f"{_WORDS[index % len(_WORDS)]}{index:03d}"],
                 }
             else:
                 msg = {
-                    "@type": "/bank.MsgSend",
-                    "from_address": deployer,
-                    "to_address": self.accounts[1 + index % (len(self.accounts) - 1)],
-                    "amount": f"{rng.randint(1, 100) * 1_000_000_000}{UGNOT}",
+                    "@type": "/vm.m_addpkg",
+                    "creator": deployer,
+                    "package": _genesis_package(rng, index, sources),
+                    "send": "",
+                    "max_deposit": "",
                 }
-            amino = {
-                "msg": [msg],
-                "fee": {"gas_wanted": "50000000", "gas_fee": f"1000000{UGNOT}"},
-                "signatures": [{"pub_key": None, "signature": _b64(rng.randbytes(64))}],
-                "memo": "",
-            }
-            txs.append(self._finish_tx(0, index, amino, rng))
-        return txs
+            aminos.append(
+                {
+                    "msg": [msg],
+                    "fee": {"gas_wanted": "50000000", "gas_fee": f"1000000{UGNOT}"},
+                    "signatures": [{"pub_key": None, "signature": None}],
+                    "memo": "",
+                }
+            )
+        for _ in range(config.genesis_repeats):
+            aminos.append(aminos[rng.randrange(originals)])
+        return [self._finish_tx(0, index, amino, rng) for index, amino in enumerate(aminos)]
 
     def transactions(self, height: int) -> list[dict[str, Any]]:
         """tx-indexer's ``Transaction`` objects of one height, in index order."""
@@ -1564,7 +1859,7 @@ class Chain:
             "app_hash": "",
             "last_results_hash": "",
             "proposer_address_raw": self._zero_address,
-            "txs": [],
+            "txs": block_txs(self._genesis),
         }
 
     def block(self, height: int) -> dict[str, Any]:
@@ -1639,10 +1934,7 @@ class Chain:
             else:
                 last_block_hash = last_commit_hash = last_results_hash = ""
             count = counts.get(height, 0)
-            if count:
-                txs = [tx.block_view() for tx in self._txs_at(height)]
-            else:
-                txs = []
+            txs = block_txs(self._txs_at(height)) if count else []
             yield {
                 "hash": b64encode(hashes[offset : offset + 32]).decode(),
                 "height": height,

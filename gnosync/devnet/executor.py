@@ -79,7 +79,7 @@ from graphql import (
 )
 from graphql.type.definition import GraphQLInputType, GraphQLOutputType
 
-from gnosync.devnet.chain import Chain, parse_time_ns
+from gnosync.devnet.chain import Chain, json_bytes, parse_time_ns
 from gnosync.devnet.filters import U64_MAX, Matcher, compile_filter, only_ranges, range_bounds
 from gnosync.devnet.fragments import Plan, plan_for
 
@@ -531,7 +531,7 @@ class Subscription:
         when the subscription's ``where`` does not match it."""
         if not self.match(block):
             return None
-        return orjson.dumps({"data": {self.key: self.projector(block)}})
+        return json_bytes({"data": {self.key: self.projector(block)}})
 
 
 class Executor:
@@ -609,7 +609,7 @@ class Executor:
         if errors:
             body["errors"] = errors
         body["data"] = data
-        return 200, orjson.dumps(body)
+        return 200, json_bytes(body)
 
     def plan(self, query: Any) -> Plan | None:
         """The fast path's plan for ``query`` (None: the general executor answers it)."""

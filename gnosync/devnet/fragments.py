@@ -56,7 +56,8 @@ from graphql import (
 
 from gnosync.devnet.chain import _MASK64 as MASK64
 from gnosync.devnet.chain import _NS as NS
-from gnosync.devnet.chain import APP_VERSION, BLOCK_INTERVAL_NS, VERSION
+from gnosync.devnet.chain import APP_VERSION, BLOCK_INTERVAL_NS, VERSION, json_bytes
+from gnosync.devnet.chain import block_txs as listed_txs
 from gnosync.devnet.filters import U64_MAX, range_bounds
 from gnosync.source import queries
 
@@ -83,6 +84,32 @@ SELECTIONS: dict[str, str] = {
     "heights": "{ height }",
     "transactions": "{" + queries.TRANSACTION_FIELDS + "}",
 }
+
+
+def _block_tx_keys() -> tuple[str, ...]:
+    """The fields of ``Block.txs`` entries that gnosync's block document selects."""
+    from graphql import parse
+
+    operation = parse("{ getBlocks " + SELECTIONS["blocks"] + " }").definitions[0]
+    assert isinstance(operation, OperationDefinitionNode)
+    blocks = operation.selection_set.selections[0]
+    assert isinstance(blocks, FieldNode) and blocks.selection_set is not None
+    for field in blocks.selection_set.selections:
+        if isinstance(field, FieldNode) and field.name.value == "txs" and field.selection_set:
+            return tuple(
+                sub.name.value for sub in field.selection_set.selections if isinstance(sub, FieldNode)
+            )
+    return ()
+
+
+# Block.txs entries as the block document selects them: their fields are top-level keys
+# of a chain's block views (``fee`` is selected whole or not at all).
+BLOCK_TX_KEYS = _block_tx_keys()
+
+
+def _selected_block_txs(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{key: view[key] for key in BLOCK_TX_KEYS} for view in views]
+
 
 # root field -> (its where input type, the order argument's ascending value)
 _LISTS = {
@@ -299,7 +326,16 @@ def transaction_fragment(tx: _Tx) -> bytes:
     messages = _as_selected(view["messages"])
     if messages is not None:
         view = {**view, "messages": messages}
-    return _encode(view)
+    return _encode_any(view)
+
+
+def _encode_any(value: Any) -> bytes:
+    """``value`` encoded, strings holding bytes that are not UTF-8 included (written as
+    those bytes, as tx-indexer does: see :func:`gnosync.devnet.chain.json_bytes`)."""
+    try:
+        return _encode(value)
+    except UnicodeEncodeError:
+        return json_bytes(value)
 
 
 _DAYS: dict[int, bytes] = {}  # day number since the epoch -> b"YYYY-MM-DDT"
@@ -345,7 +381,9 @@ def encode_range(
     starts = array("Q", [0]) * (end - start + 2) if with_txs else None
     first = start
     if start == 0:
-        blocks.append(_encode(chain._genesis_block()))
+        genesis = chain._genesis_block()
+        genesis["txs"] = _selected_block_txs(genesis["txs"])
+        blocks.append(_encode(genesis))
         if with_txs:
             txs.extend(transaction_fragment(tx) for tx in chain._txs_at(0))
         start = 1
@@ -356,7 +394,9 @@ def encode_range(
     hashes = chain._hashes
     counts = chain._tx_count
     file_pool = chain._file_pool
+    special = chain._special
     templated = chain.config.tx_templates > 0
+    hashes_only = BLOCK_TX_KEYS == ("hash",)
     proposers = [validator.encode() for validator in chain.validators]
     n_validators = len(proposers)
     commit_key = chain._key + b"commit"
@@ -425,15 +465,23 @@ def encode_range(
         count = counts.get(height, 0)
         if not count:
             block_txs = b"[]"
-        elif templated and height not in file_pool:
+        elif templated and height not in file_pool and height not in special:
             parts = []
             for index, (tx_template, _, content, _, tx_hash) in enumerate(
                 chain._take_light_txs(height, count)
             ):
                 encoded = tx_template.encoded or _encoded_template(tx_template)
-                hexed = hexlify(content).upper()
-                # gnosync's BLOCKS document selects only the hashes of a block's txs.
-                parts.append(b'{"hash":"' + tx_hash + b'"}')
+                hexed = hexlify(content).upper() if with_txs or not hashes_only else b""
+                if hashes_only:
+                    parts.append(b'{"hash":"' + tx_hash + b'"}')
+                else:
+                    view = {
+                        "hash": tx_hash.decode(),
+                        "fee": tx_template.block_fee,
+                        "memo": tx_template.memo,
+                        "content_raw": "Tx{" + hexed.decode() + "}",
+                    }
+                    parts.append(_encode(_selected_block_txs([view])[0]))
                 if with_txs:
                     txs.append(
                         b"".join(
@@ -455,7 +503,7 @@ def encode_range(
             block_txs = b"[" + b",".join(parts) + b"]"
         else:
             chain_txs = chain._txs_at(height)
-            block_txs = _encode([{"hash": tx.hash} for tx in chain_txs])
+            block_txs = _encode_any(_selected_block_txs(listed_txs(chain_txs)))
             if with_txs:
                 txs.extend(transaction_fragment(tx) for tx in chain_txs)
         append(

@@ -138,8 +138,9 @@ class AuditReader:
     async def duplicate_hashes(self, start: int, end: int, limit: int) -> list[tuple[str, str, list[int]]]:
         """(``block`` or ``transaction``, hash, heights) for hashes stored more than once.
 
-        The unique indexes on ``hash`` make this impossible; a table whose index is there
-        and valid is not scanned, one whose index was dropped or is invalid is.
+        A valid unique index on ``hash`` makes this impossible, and such a table is not
+        scanned: ``blocks``, unless the index was dropped or is invalid. Transactions may
+        share a hash (identical transactions at two heights), so they are scanned.
         """
         what = f"looking for duplicate hashes in {start}..{end}"
         guarded = {

@@ -4,21 +4,50 @@ Pure functions: the tuples follow ``sql.BLOCK_COLUMNS`` and ``sql.TRANSACTION_CO
 Times are split by :func:`gnosync.model.parse_time` into a microsecond
 ``datetime`` and the nanoseconds below it. Raw JSON becomes ``str``, which asyncpg's
 binary jsonb codec takes as is.
+
+What PostgreSQL cannot hold (NUL, bytes that are not UTF-8, lone surrogates; see
+:mod:`gnosync.store.sanitize`) is replaced by U+FFFD in a transaction's ``memo``, gas fee
+denomination, ``messages`` and ``response``, and the row's ``sanitized`` column says so;
+``content_raw`` keeps the transaction's exact bytes either way.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from gnosync.errors import BatchInvalid
 from gnosync.model import Block, Transaction, parse_time
+from gnosync.store.sanitize import clean_json, clean_text
 
 
 def block_row(block: Block) -> tuple[Any, ...]:
-    """``block`` as a row of ``blocks``. Raises ``ValueError`` on a malformed time."""
+    """``block`` as a row of ``blocks``.
+
+    Raises ``BatchInvalid`` on a malformed time, or a chain id PostgreSQL cannot store.
+    """
     try:
         moment, nanos = parse_time(block.time)
     except ValueError as exc:
-        raise ValueError(f"block {block.height}: {exc}") from None
+        raise BatchInvalid(block.height, "time", str(exc)) from None
+    version, app_version = block.version, block.app_version
+    # A block's strings are no one's input but the chain's and tx-indexer's. The hashes,
+    # the time and the proposer are tx-indexer's base64, RFC 3339 and bech32 of bytes it
+    # holds: ASCII always (a server sending otherwise gets PostgreSQL's one-line refusal,
+    # and the time is checked above). version and app_version are the node's and
+    # chain_id the genesis': strings, made storable like a memo, so that an odd chain is
+    # stored rather than stopping gnosync. Except chain_id: it is recorded in app_state
+    # and compared with the source's on every batch and start, so it must be stored
+    # exactly, and one PostgreSQL cannot hold is refused, by name.
+    chain_set = block.chain_id + version + app_version
+    if not chain_set.isascii() or "\x00" in chain_set:
+        if clean_text(block.chain_id)[1]:
+            raise BatchInvalid(
+                block.height,
+                "chain_id",
+                f"the chain id {block.chain_id!r} holds a character PostgreSQL cannot store"
+                " (NUL or a lone surrogate); gnosync cannot keep a copy of this chain",
+            )
+        version, app_version = clean_text(version)[0], clean_text(app_version)[0]
     return (
         block.height,
         block.hash,
@@ -27,8 +56,8 @@ def block_row(block: Block) -> tuple[Any, ...]:
         nanos,
         block.num_txs,
         block.total_txs,
-        block.version,
-        block.app_version,
+        version,
+        app_version,
         block.last_block_hash,
         block.last_commit_hash,
         block.validators_hash,
@@ -41,8 +70,16 @@ def block_row(block: Block) -> tuple[Any, ...]:
 
 
 def transaction_row(tx: Transaction) -> tuple[Any, ...]:
-    """``tx`` as a row of ``transactions``."""
+    """``tx`` as a row of ``transactions``, ``sanitized`` last.
+
+    ``hash`` and ``content_raw`` are tx-indexer's base64 and hex of the transaction's
+    bytes, ASCII whatever the transaction holds, and are stored as served.
+    """
     fee = tx.gas_fee
+    memo, memo_changed = clean_text(tx.memo)
+    messages, messages_changed = clean_json(bytes(tx.messages))
+    response, response_changed = clean_json(bytes(tx.response))
+    denom, denom_changed = (None, False) if fee is None else clean_text(fee.denom)
     return (
         tx.block_height,
         tx.index,
@@ -51,9 +88,10 @@ def transaction_row(tx: Transaction) -> tuple[Any, ...]:
         tx.gas_wanted,
         tx.gas_used,
         None if fee is None else fee.amount,
-        None if fee is None else fee.denom,
-        tx.memo,
+        denom,
+        memo,
         tx.content_raw,
-        bytes(tx.messages).decode(),
-        bytes(tx.response).decode(),
+        messages,
+        response,
+        memo_changed or messages_changed or response_changed or denom_changed,
     )

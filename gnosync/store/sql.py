@@ -43,6 +43,7 @@ TRANSACTION_COLUMNS: tuple[str, ...] = (
     "content_raw",
     "messages",
     "response",
+    "sanitized",
 )
 
 STATE_COLUMNS: tuple[str, ...] = (

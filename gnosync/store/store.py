@@ -429,8 +429,9 @@ class Store:
         checkpoints at the batch's heights that are multiples of ``checkpoint_every``
         (computed in SQL from the stored rows, see :mod:`gnosync.store.checkpoints`),
         then the app_state upsert. Cancellation or a crash at any point stores nothing.
-        The batch must hold only heights not yet stored: a duplicate block height, block
-        hash or transaction hash raises ``StoreError`` (not retryable) and stores nothing.
+        The batch must hold only heights not yet stored: a duplicate block height or block
+        hash raises ``StoreError`` (not retryable) and stores nothing. Transaction hashes
+        need not be unique (identical transactions at two heights are both stored).
 
         The transaction runs on the writer connection when this store holds the writer
         lock; otherwise on the pool, refused with ``NotTheWriter`` while another

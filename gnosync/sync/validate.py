@@ -16,9 +16,9 @@ from typing import Protocol
 from gnosync.errors import BatchInvalid, ChainMismatch
 from gnosync.model import Batch, Block, BlockRef, Transaction
 
-# tx-indexer stores genesis transactions in a synthetic block 0 and cannot decode them
-# for Block.txs, so block 0 lists none of the transactions its num_txs counts. The real
-# chain also starts counting total_txs after genesis, at block 1.
+# tx-indexer stores the genesis state's transactions as a synthetic block 0 with an empty
+# hash (fetch/fetch.go getGenesisBlock); its num_txs and Block.txs count and list them
+# like any block's. The real chain starts counting total_txs after genesis, at block 1.
 GENESIS_HEIGHT = 0
 FIRST_COUNTED_HEIGHT = 2
 
@@ -160,23 +160,35 @@ def chain_id_violation(height: int, chain_id: str, expected: str) -> Violation |
 def group_transactions(
     start: int, end: int, transactions: list[Transaction]
 ) -> dict[int, list[Transaction]]:
-    """Transactions by height; each must lie in ``start..end`` and be served once."""
+    """Transactions by height; each must lie in ``start..end``.
+
+    A hash may be served twice: byte-identical transactions (unsigned genesis ones) share
+    it. A transaction served twice at one height breaks that height's index order, which
+    :func:`check_block_transactions` names.
+    """
     by_height: dict[int, list[Transaction]] = defaultdict(list)
-    seen: set[str] = set()
     for tx in transactions:
         if not start <= tx.block_height <= end:
             raise BatchInvalid(
                 tx.block_height, "tx_height", f"transaction {tx.hash} is outside {start}..{end}"
             )
-        if tx.hash in seen:
-            raise BatchInvalid(tx.block_height, "tx_hash", f"transaction {tx.hash} served twice")
-        seen.add(tx.hash)
         by_height[tx.block_height].append(tx)
     return by_height
 
 
 def check_block_transactions(block: Block, txs: list[Transaction]) -> None:
-    """``txs`` are exactly the transactions ``block`` counts and lists, in index order."""
+    """``txs`` are exactly the transactions ``block`` counts, in index order, and include
+    the ones it lists, in the same order.
+
+    tx-indexer drops from ``Block.txs`` every transaction it cannot amino-decode
+    (serve/graph/model/block.go, ``getTxs``: ``NewBlockTransaction`` returns nil and is
+    skipped) while ``getTransactions`` serves it all the same, and ``num_txs`` counts it.
+    So the listed hashes may be an ordered subset of the served ones, never more: the
+    count must be ``num_txs`` and every listed hash must be served, in order. (tx-indexer
+    v0.5.0 stored genesis transactions amino-JSON-encoded, fixed in v0.5.1 by "fix:
+    genesis transaction marshaling", so its genesis block listed none of them: the same
+    rule covers it.)
+    """
     if block.num_txs == 0 and not txs and not block.txs:
         return  # the common case on real chains: an empty block
     if len(txs) != block.num_txs:
@@ -192,13 +204,21 @@ def check_block_transactions(block: Block, txs: list[Transaction]) -> None:
                 "tx_index",
                 f"transaction {tx.hash} has index {tx.index}, expected {position}",
             )
-    listed = [entry.hash if entry is not None else None for entry in block.txs]
-    if block.height == GENESIS_HEIGHT and not listed:
-        return
     served = [tx.hash for tx in txs]
-    if listed != served:
-        raise BatchInvalid(
-            block.height,
-            "tx_hashes",
-            f"the block lists transactions {listed} but the source served {served}",
-        )
+    position = 0  # the served transactions before it are matched or dropped
+    for listed, entry in enumerate(block.txs):
+        wanted = entry.hash if entry is not None else None
+        while position < len(served) and served[position] != wanted:
+            position += 1
+        if position == len(served):
+            if wanted not in served:
+                problem = "the source did not serve it"
+            else:
+                problem = "the source served it earlier, or fewer times, than listed"
+            raise BatchInvalid(
+                block.height,
+                "tx_hashes",
+                f"the block lists transaction {wanted} (entry {listed} of {len(block.txs)}) but"
+                f" {problem} (its {len(served)} transactions must include the listed ones in order)",
+            )
+        position += 1
