@@ -144,8 +144,10 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float | None:
 
 @dataclass(frozen=True)
 class Measured:
-    """One finished process: wall time, its own peak RSS, exit code and output."""
+    """One finished process: when it started (unix time), how long it ran, its own peak
+    RSS, exit code and output."""
 
+    started_at: float
     seconds: float
     peak_rss_mb: float
     returncode: int
@@ -157,14 +159,14 @@ def run_measured(args: list[str]) -> Measured:
     """Run ``args`` and wait for it; the peak RSS is that process's own (``ru_maxrss``
     of its ``wait4``), not the bench's nor any other process's."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
+        started_at, started = time.time(), time.perf_counter()
         proc = subprocess.Popen(args, stdout=out, stderr=err, cwd=REPO, env=child_env())
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
         out.seek(0)
         err.seek(0)
-        return Measured(seconds, usage.ru_maxrss / 1024, proc.returncode,
+        return Measured(started_at, seconds, usage.ru_maxrss / 1024, proc.returncode,
                         out.read().decode(errors="replace"), err.read().decode(errors="replace"))
 
 
