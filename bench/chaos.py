@@ -55,7 +55,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
-import os
 import random
 import shutil
 import signal
@@ -77,7 +76,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.gnoland1_dense import exported_txs  # noqa: E402
-from bench.harness import machine  # noqa: E402
+from bench.harness import child_env, machine  # noqa: E402
 from gnosync.devnet import gnoland1_exports  # noqa: E402
 from gnosync.devnet.faults import DATA_KINDS, KINDS, TRANSPORT_KINDS  # noqa: E402
 from gnosync.store.embedded import start_embedded, stop_embedded  # noqa: E402
@@ -153,11 +152,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def child_env() -> dict[str, str]:
-    """The environment without GNOSYNC_* settings, so only our flags configure gnosync."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("GNOSYNC_")}
 
 
 def summary(values: list[float]) -> dict[str, Any]:
