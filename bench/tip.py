@@ -111,7 +111,7 @@ async def one_mode(args: argparse.Namespace, subscribe: bool) -> dict:
             proc = subprocess.Popen(
                 [*GNOSYNC, "run", "--source", url, "--db", dsn, flag, "--interval", str(args.interval),
                  "--http", "off", "--log-level", "warning", "--log-format", "json"],
-                cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             )
             stderr_tail: list[str] = []
             threading.Thread(target=lambda: stderr_tail.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
