@@ -140,10 +140,11 @@ async def one_mode(args: argparse.Namespace, subscribe: bool) -> dict:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
                 try:
-                    returncode = await asyncio.to_thread(proc.wait, 15)
+                    returncode: int | str = await asyncio.to_thread(proc.wait, 15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-                    returncode = await asyncio.to_thread(proc.wait)
+                    await asyncio.to_thread(proc.wait)
+                    returncode = "none: still running 15 s after SIGTERM, killed"
                 stop.set()
                 await rows
     window = produced.between(window_start, window_end)
@@ -184,7 +185,7 @@ async def main() -> None:
         results.append(await one_mode(args, subscribe))
         r = results[-1]
         print(f"  caught up after {r['caught_up_s']:.1f} s; {r['blocks']} blocks in the window,"
-              f" {r['never']} never committed; gnosync exited {r['returncode']} on SIGTERM", flush=True)
+              f" {r['never']} never committed; gnosync's exit code on SIGTERM: {r['returncode']}", flush=True)
     rows = [
         (r["mode"], f"{r['blocks']:,}", f"{r['never']:,}", ms(r["p50"]), ms(r["p95"]), ms(r["p99"]),
          ms(r["max"]), mb(r["rss_10s"]), mb(r["rss_end"]), mb(r["rss_peak"]))
