@@ -1115,7 +1115,8 @@ class Chaos:
                 and end["final_state"]["status"] == "stopped",
         }
         if nul is not None:
-            checks["the transaction with NUL bytes is stored"] = nul["stored"]
+            checks["the transaction with NUL bytes is stored, at its height"] = (
+                nul["stored"] and nul["stored_at"] == nul["served_at"])
         rec_lines = [r["seconds"] for r in self.recovered if isinstance(r.get("seconds"), (int, float))]
         out = {
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
