@@ -1,102 +1,127 @@
-"""Backfill throughput: gnosync against the limits of its source and its database.
+"""Backfill throughput and memory: gnosync against the limits of its source and database.
 
     .venv/bin/python bench/backfill.py --profile sparse            # 1,000,000 blocks
     .venv/bin/python bench/backfill.py --profile dense             # 50,000 blocks, ~20 txs each
+    .venv/bin/python bench/backfill.py --profile gnoland1-dense    # real gnoland1 txs, 20 a block
 
 Starts its own devnet (in its own process) and uses the PostgreSQL named by
-GNOSYNC_BENCH_PG (default: the local server). Every figure comes from this one run:
+GNOSYNC_BENCH_PG (default: the local server). Every contender syncs the same heights
+0..N of the same chain, in this one run, so the ratios compare like with like:
 
-- gnosync: `gnosync sync --from 0 --to N` as a user runs it (process start-up included),
-  with its peak RSS;
 - source limit: a client with gnosync's fetch concurrency and range sizes that fetches
-  and parses the same ranges and throws them away;
-- write limit: gnosync's commit path (binary COPY, one transaction with app_state)
-  writing already-parsed batches, with no fetching;
+  and parses every range and throws it away (after one unmeasured pass that warms the
+  devnet's answer cache);
+- gnosync: `gnosync sync --from 0 --to N` as a user runs it (process start-up and
+  migration included), with the peak RSS of that process alone;
+- write limit: gnosync's commit path (binary COPY, one transaction with app_state) over
+  the same batches, each fetched before its commit; only the commits are timed;
 - naive baseline: the design note taken literally: sequential 100-block batches,
   row-by-row INSERTs, app_state updated after each batch.
 
-The two limits and the baseline run over a prefix of the chain when asked to
-(`--write-blocks`, `--naive-blocks`) so the run stays short; rates are per second either way.
+Profiles: `sparse` is gnoland1's density with its real transactions; `dense` packs ~20
+generated transactions into every block; `gnoland1-dense` is a sparse lead-in
+(`--lead-in` blocks, one real transaction every 1,000) followed by `--dense-blocks`
+blocks of 20 real gnoland1 transactions each, package deployments among them
+(`bench/gnoland1_dense.py`), the shape that lands gnosync's largest ranges on a dense
+stretch. With `--blocks` (sparse, dense) or smaller `--lead-in`/`--dense-blocks` every
+contender runs on the smaller chain: the naive baseline is the slow one (about 2,000
+blocks/s sparse, 2,500 transactions/s dense, on the reference machine).
+
+Nothing is asserted about time; the run stops with an error only if the contenders did
+not all see the same blocks and transactions.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import platform
 import sys
+import tempfile
 import time
 from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import DEFAULT_PG, GNOSYNC, devnet_process, run_measured, scratch_database, table  # noqa: E402
+from bench.gnoland1_dense import DenseLayout, write_txs_file  # noqa: E402
+from bench.harness import DEFAULT_PG, GNOSYNC, devnet_process, machine, run_measured, scratch_database, table  # noqa: E402
+from gnosync.model import Batch  # noqa: E402
 from gnosync.settings import Settings  # noqa: E402
 from gnosync.source.pool import SourcePool  # noqa: E402
 from gnosync.store import Store  # noqa: E402
-from gnosync.model import Batch  # noqa: E402
 from gnosync.sync.pipeline import RangeSizer  # noqa: E402
 from gnosync.sync.syncer import fetch_batch  # noqa: E402
 
-BATCH_BLOCKS = 10_000
-BATCH_TXS = 5000
+DEFAULTS = Settings()  # gnosync's own batch sizes and commit settings
+NAIVE_BATCH = 100
 
 
-async def fetch_ranges(url: str, start: int, end: int, concurrency: int, keep: bool = False):
-    """Fetch ``start..end`` the way gnosync's pipeline does; return (blocks, txs, batches)."""
-    sizer = RangeSizer(BATCH_BLOCKS, BATCH_TXS)
-    kept: list[Batch] = []
-    blocks = txs = 0
+@dataclass(frozen=True)
+class Result:
+    run: str
+    seconds: float
+    blocks: int
+    txs: int
+
+
+async def batches(url: str, start: int, end: int, concurrency: int) -> AsyncIterator[Batch]:
+    """``start..end`` in gnosync's range sizes, ``concurrency`` ranges fetched ahead."""
+    sizer = RangeSizer(DEFAULTS.batch_size, DEFAULTS.batch_txs)
     async with SourcePool([url]) as pool:
-        pending: deque = deque()
+        pending: deque[asyncio.Future[Batch]] = deque()
         next_start = start
 
-        def fill():
+        def fill() -> None:
             nonlocal next_start
             while len(pending) < concurrency and next_start <= end:
                 last = min(end, next_start + sizer.next_size() - 1)
-                endpoint = pool.endpoint_for(last)
-                pending.append(asyncio.ensure_future(fetch_batch(endpoint, next_start, last)))
+                pending.append(asyncio.ensure_future(fetch_batch(pool.endpoint_for(last), next_start, last)))
                 next_start = last + 1
 
         fill()
-        while pending:
-            batch = await pending.popleft()
-            sizer.observe(len(batch.blocks), len(batch.transactions))
-            fill()
-            blocks += len(batch.blocks)
-            txs += len(batch.transactions)
-            if keep:
-                kept.append(batch)
-    return blocks, txs, kept
+        try:
+            while pending:
+                batch = await pending.popleft()
+                sizer.observe(len(batch.blocks), len(batch.transactions))
+                fill()
+                yield batch
+        finally:
+            for task in pending:
+                task.cancel()
 
 
-async def source_limit(url: str, tip: int, concurrency: int) -> tuple[float, int, int]:
+async def source_limit(url: str, tip: int, concurrency: int) -> Result:
+    blocks = txs = 0
     started = time.perf_counter()
-    blocks, txs, _ = await fetch_ranges(url, 0, tip, concurrency)
-    return time.perf_counter() - started, blocks, txs
+    async for batch in batches(url, 0, tip, concurrency):
+        blocks += len(batch.blocks)
+        txs += len(batch.transactions)
+    return Result("source limit (fetch+parse only)", time.perf_counter() - started, blocks, txs)
 
 
-async def write_limit(url: str, count: int, concurrency: int) -> tuple[float, int, int]:
-    _, _, batches = await fetch_ranges(url, 0, count - 1, concurrency, keep=True)
+async def write_limit(url: str, tip: int) -> Result:
+    """Only the commits are timed; each batch is fetched (one at a time) before it."""
+    blocks = txs = 0
+    seconds = 0.0
     async with scratch_database() as dsn:
-        # The same commit settings as `gnosync sync` uses by default.
-        defaults = Settings()
         store = await Store.connect(
-            dsn, checkpoint_every=defaults.checkpoint_every, durable_commits=defaults.durable_commits
+            dsn, checkpoint_every=DEFAULTS.checkpoint_every, durable_commits=DEFAULTS.durable_commits
         )
         try:
             await store.migrate()
-            started = time.perf_counter()
-            for batch in batches:
+            async for batch in batches(url, 0, tip, concurrency=1):
+                started = time.perf_counter()
                 await store.commit_batch(batch, chain_id=batch.blocks[0].chain_id, status="syncing")
-            seconds = time.perf_counter() - started
+                seconds += time.perf_counter() - started
+                blocks += len(batch.blocks)
+                txs += len(batch.transactions)
         finally:
             await store.close()
-    return seconds, sum(len(b.blocks) for b in batches), sum(len(b.transactions) for b in batches)
+    return Result("write limit (COPY only)", seconds, blocks, txs)
 
 
 NAIVE_SCHEMA = """
@@ -109,7 +134,7 @@ CREATE TABLE app_state (component text PRIMARY KEY, last_block_h bigint, updated
 """
 
 
-async def naive_baseline(url: str, count: int) -> tuple[float, int, int]:
+async def naive_baseline(url: str, tip: int) -> Result:
     """The design note's loop, literally: 100 blocks at a time, one INSERT per row."""
     blocks = txs = 0
     async with scratch_database() as dsn, SourcePool([url]) as pool:
@@ -117,8 +142,8 @@ async def naive_baseline(url: str, count: int) -> tuple[float, int, int]:
         try:
             await conn.execute(NAIVE_SCHEMA)
             started = time.perf_counter()
-            for first in range(0, count, 100):
-                last = min(count - 1, first + 99)
+            for first in range(0, tip + 1, NAIVE_BATCH):
+                last = min(tip, first + NAIVE_BATCH - 1)
                 batch = await fetch_batch(pool.endpoint_for(last), first, last)
                 for b in batch.blocks:
                     await conn.execute(
@@ -141,74 +166,90 @@ async def naive_baseline(url: str, count: int) -> tuple[float, int, int]:
             seconds = time.perf_counter() - started
         finally:
             await conn.close()
-    return seconds, blocks, txs
+    return Result("naive baseline", seconds, blocks, txs)
 
 
-async def gnosync_run(url: str, tip: int, concurrency: int) -> tuple[float, float, int, int]:
+async def gnosync_sync(url: str, tip: int, concurrency: int) -> tuple[Result, float]:
+    """``gnosync sync --from 0 --to tip``; returns its result and its peak RSS (MB)."""
     async with scratch_database() as dsn:
-        seconds, peak, result = await asyncio.to_thread(
+        done = await asyncio.to_thread(
             run_measured,
             [*GNOSYNC, "sync", "--from", "0", "--to", str(tip), "--source", url, "--db", dsn,
              "--log-level", "warning", "--log-format", "json", "--fetch-concurrency", str(concurrency)],
         )
-        if result.returncode != 0:
-            raise SystemExit(f"gnosync sync failed:\n{result.stderr[-2000:]}")
+        if done.returncode != 0:
+            raise SystemExit(f"gnosync sync failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
         conn = await asyncpg.connect(dsn)
         try:
             blocks = await conn.fetchval("SELECT count(*) FROM indexer.blocks")
             txs = await conn.fetchval("SELECT count(*) FROM indexer.transactions")
         finally:
             await conn.close()
-    return seconds, peak, blocks, txs
+    return Result("gnosync sync", done.seconds, blocks, txs), done.peak_rss_mb
 
 
-def rate(count: int, seconds: float) -> float:
-    return count / seconds if seconds > 0 else float("nan")
+def devnet_args(args: argparse.Namespace, workdir: Path) -> tuple[list[str], int, str]:
+    """The devnet's flags, the chain's tip, and a line describing the chain."""
+    if args.profile == "gnoland1-dense":
+        layout = DenseLayout(lead_in=args.lead_in, dense_blocks=args.dense_blocks)
+        path = workdir / "gnoland1-dense.jsonl"
+        made = write_txs_file(path, layout)
+        return (
+            ["--txs", str(path), "--blocks", str(layout.tip), "--prepare"],
+            layout.tip,
+            f"gnoland1-dense chain of {layout.tip + 1:,} blocks: heights 1..{layout.lead_in:,} one real"
+            f" transaction every {layout.sparse_every:,}, then {layout.dense_blocks:,} blocks of"
+            f" {layout.per_block} ({made['transactions']:,} real gnoland1 transactions,"
+            f" {made['bytes'] / 1e6:,.0f} MB of amino JSON, {made['package_deployments']:,} package deployments)",
+        )
+    tip = args.blocks or (1_000_000 if args.profile == "sparse" else 50_000)
+    return ["--profile", args.profile, "--blocks", str(tip)], tip, f"{args.profile} chain of {tip + 1:,} blocks"
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=["sparse", "dense"], default="sparse")
-    parser.add_argument("--blocks", type=int, help="chain length (sparse 1,000,000; dense 50,000)")
-    parser.add_argument("--write-blocks", type=int, help="prefix for the write limit")
-    parser.add_argument("--naive-blocks", type=int, help="prefix for the naive baseline")
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--profile", choices=["sparse", "dense", "gnoland1-dense"], default="sparse")
+    parser.add_argument("--blocks", type=int, help="chain tip, sparse and dense (default 1,000,000 / 50,000)")
+    parser.add_argument("--lead-in", type=int, default=100_000, help="gnoland1-dense: sparse blocks first (default 100,000)")
+    parser.add_argument("--dense-blocks", type=int, default=3_000, help="gnoland1-dense: blocks of 20 txs (default 3,000)")
+    parser.add_argument("--concurrency", type=int, default=DEFAULTS.fetch_concurrency)
     args = parser.parse_args()
-    sparse = args.profile == "sparse"
-    tip = args.blocks or (1_000_000 if sparse else 50_000)
-    write_blocks = min(tip + 1, args.write_blocks or (200_000 if sparse else 20_000))
-    naive_blocks = min(tip + 1, args.naive_blocks or (20_000 if sparse else 2_000))
+    if args.profile == "gnoland1-dense" and args.blocks:
+        parser.error("--blocks is for sparse and dense; gnoland1-dense takes --lead-in and --dense-blocks")
 
-    with devnet_process("--profile", args.profile, "--blocks", str(tip)) as (url, _):
-        print(f"devnet: {args.profile} chain of {tip:,} blocks at {url}", flush=True)
-        await source_limit(url, tip, args.concurrency)  # warm-up: the devnet caches its answers
-        src_s, src_blocks, src_txs = await source_limit(url, tip, args.concurrency)
-        print(f"source limit measured ({src_s:.1f}s)", flush=True)
-        gs_s, gs_peak, gs_blocks, gs_txs = await gnosync_run(url, tip, args.concurrency)
-        print(f"gnosync measured ({gs_s:.1f}s)", flush=True)
-        wr_s, wr_blocks, wr_txs = await write_limit(url, write_blocks, args.concurrency)
-        print(f"write limit measured ({wr_s:.1f}s)", flush=True)
-        nv_s, nv_blocks, nv_txs = await naive_baseline(url, naive_blocks)
-        print(f"naive baseline measured ({nv_s:.1f}s)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="gnosync-bench-") as workdir:
+        flags, tip, chain = devnet_args(args, Path(workdir))
+        print(f"devnet: {chain}", flush=True)
+        with devnet_process(*flags) as (url, _):
+            await source_limit(url, tip, args.concurrency)  # warm-up: the devnet caches its answers
+            results = [await source_limit(url, tip, args.concurrency)]
+            print(f"source limit measured ({results[-1].seconds:.1f} s)", flush=True)
+            synced, peak = await gnosync_sync(url, tip, args.concurrency)
+            results.insert(0, synced)
+            print(f"gnosync measured ({synced.seconds:.1f} s, peak RSS {peak:.0f} MB)", flush=True)
+            results.append(await write_limit(url, tip))
+            print(f"write limit measured ({results[-1].seconds:.1f} s of commits)", flush=True)
+            results.append(await naive_baseline(url, tip))
+            print(f"naive baseline measured ({results[-1].seconds:.1f} s)", flush=True)
 
-    assert gs_blocks == tip + 1, f"gnosync stored {gs_blocks} blocks, expected {tip + 1}"
-    g_bps, g_tps = rate(gs_blocks, gs_s), rate(gs_txs, gs_s)
-    s_bps, s_tps = rate(src_blocks, src_s), rate(src_txs, src_s)
-    w_bps, w_tps = rate(wr_blocks, wr_s), rate(wr_txs, wr_s)
-    n_bps, n_tps = rate(nv_blocks, nv_s), rate(nv_txs, nv_s)
+    counts = {(r.blocks, r.txs) for r in results}
+    if counts != {(synced.blocks, synced.txs)} or synced.blocks != tip + 1:
+        raise SystemExit("the contenders did not see the same chain: " + ", ".join(
+            f"{r.run} {r.blocks:,} blocks {r.txs:,} txs" for r in results) + f" (expected {tip + 1:,} blocks)")
     rows = [
-        ("gnosync sync", f"{gs_blocks:,}", f"{gs_txs:,}", f"{gs_s:.1f}", f"{g_bps:,.0f}", f"{g_tps:,.0f}", "1.00"),
-        ("source limit (fetch+parse only)", f"{src_blocks:,}", f"{src_txs:,}", f"{src_s:.1f}", f"{s_bps:,.0f}", f"{s_tps:,.0f}", f"{(g_tps if not sparse else g_bps) / (s_tps if not sparse else s_bps):.2f}"),
-        ("write limit (COPY only)", f"{wr_blocks:,}", f"{wr_txs:,}", f"{wr_s:.1f}", f"{w_bps:,.0f}", f"{w_tps:,.0f}", f"{(g_tps if not sparse else g_bps) / (w_tps if not sparse else w_bps):.2f}"),
-        ("naive baseline", f"{nv_blocks:,}", f"{nv_txs:,}", f"{nv_s:.1f}", f"{n_bps:,.0f}", f"{n_tps:,.0f}", f"{(g_tps if not sparse else g_bps) / (n_tps if not sparse else n_bps):.1f}"),
+        (r.run, f"{r.seconds:.1f}", f"{r.blocks / r.seconds:,.0f}", f"{r.txs / r.seconds:,.0f}",
+         f"{r.seconds / synced.seconds:.2f}")
+        for r in results
     ]
-    unit = "blocks/s" if sparse else "txs/s"
     print()
     print(table(
-        f"Backfill, {args.profile} profile, {tip + 1:,} blocks ({platform.node()}, {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores)",
-        rows, ("run", "blocks", "txs", "seconds", "blocks/s", "txs/s", f"gnosync ÷ this ({unit})"),
+        f"Backfill, {args.profile} profile, heights 0..{tip:,} ({synced.blocks:,} blocks,"
+        f" {synced.txs:,} transactions) for every run ({machine()})",
+        rows, ("run", "seconds", "blocks/s", "txs/s", "gnosync speed ÷ this"),
     ))
-    print(f"\ngnosync peak RSS: {gs_peak:.0f} MB; fetch concurrency {args.concurrency}; PostgreSQL at {DEFAULT_PG.rsplit('@', 1)[-1]}")
+    print(f"\ngnosync peak RSS: {peak:.0f} MB (the gnosync process alone). gnosync's time includes"
+          f" process start-up and migration. Fetch concurrency {args.concurrency};"
+          f" PostgreSQL at {DEFAULT_PG.rsplit('@', 1)[-1]}.")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """A long randomized fault scenario: gnosync keeps exact data and recovers fast.
 
-    .venv/bin/python bench/chaos.py [--minutes 5] [--seed 1] [--json out.json]
+    .venv/bin/python bench/chaos.py [--minutes 5] [--seed 1] [--without FAULT] [--json out.json]
+    .venv/bin/python bench/chaos.py --minutes 1      # a quick check
 
 What runs, all on loopback and in a temporary directory:
 
 * an embedded PostgreSQL (pgserver) of its own, so restarting it disturbs nothing else;
-* two ``gnosync devnet`` processes serving the same chain (same seed), each growing a
+* two ``gnosync devnet`` processes serving the same chain (same seed, the real gnoland1
+  transactions, and one transaction with NUL bytes), each growing a
   block every ``--block-time`` seconds on its own (their tips differ a little, as two
   real tx-indexers' do). Endpoint B always fails a share of requests
   (``--fault-rate``); endpoint A goes through phases set over ``/control/faults``:
@@ -31,19 +33,28 @@ SIGTERM, and the database is compared with endpoint A hash by hash and field by 
 for every stored height (the comparison of ``tests/compare.py``, imported from there,
 plus a count of what is missing, duplicated or different).
 
-The script asserts nothing: it prints a report with PASS/FAIL lines (and writes it as
-JSON with ``--json``) and exits 0 when the scenario ran.
+The faults are listed by name below (``PHASES``, ``EPISODES``, ``CHAIN``), with how to
+add one; ``--without NAME`` leaves one out.
+
+It prints a report ending in PASS/FAIL lines, then the README's table of the run in
+Markdown (and writes the report as JSON with ``--json``). Exit status: 0 when every
+check passed (caught up with the tip; blocks and transactions exact; every measured
+recovery under ``RECOVERY_LIMIT``; never two writers; no gnosync exiting by itself or
+writing a traceback, and clean SIGTERM stops), 1 when any failed, 2 when the run
+itself could not complete. If gnosync keeps exiting by itself the chaos ends early
+(a FAIL) rather than restarting it into the same exit for minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import collections
 import contextlib
 import datetime as dt
+import hashlib
 import json
-import os
 import random
 import shutil
 import signal
@@ -64,6 +75,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.gnoland1_dense import exported_txs  # noqa: E402
+from bench.harness import child_env, machine  # noqa: E402
+from gnosync.devnet import gnoland1_exports  # noqa: E402
 from gnosync.devnet.faults import DATA_KINDS, KINDS, TRANSPORT_KINDS  # noqa: E402
 from gnosync.store.embedded import start_embedded, stop_embedded  # noqa: E402
 from gnosync.store.lock import leader_name, lock_tag, writer_lock_key  # noqa: E402
@@ -76,6 +90,41 @@ RECOVERY_LIMIT = 5.0  # seconds: every measured recovery must be shorter
 RECOVERY_WAIT = 60.0  # seconds to wait for a recovery before calling it missing
 BATCH_SIZES = (20, 64, 100, 250, 500, 1000, 2500, 5000)
 INTERVALS = (0.2, 0.5, 1.0)
+GIVE_UP_EXITS = 5  # gnosync exiting by itself this often ends the chaos early (a FAIL)
+
+# The faults of a run, by name; ``--without NAME`` leaves one out. Kills (``kill -9`` of
+# the leader or a standby, standby takeovers, restarts) run throughout and always.
+#
+# * PHASES: how endpoint A misbehaves for 10-25 s at a time, set over /control/faults.
+#   Each draws on the devnet's own kinds (gnosync.devnet.faults), so a kind the devnet
+#   adds to a family joins its phase; "mixed" combines the families not left out.
+# * EPISODES: one-off faults, each started once at a share of the run. To add one,
+#   write ``async def <name>_episode(self)`` on Chaos that injects the fault (through
+#   the devnets' /control routes, the processes or PostgreSQL), ends it and records an
+#   Episode (``measured`` when progress stops until it ends), then list it here.
+# * CHAIN: faults baked into the chain both devnets serve from the start (the same
+#   ``--txs`` files): a transaction carrying NUL bytes, which PostgreSQL's text and JSONB
+#   cannot hold and which must still be stored, never stop the sync.
+#
+# Not run yet, because the devnet cannot inject them: an endpoint answering HTTP 403 for
+# a while (an episode, once the devnet's faults have a 4xx other than 429), and a bad
+# block far ahead that is fixed later (an episode, once the devnet can serve a wrong
+# block at a chosen height until told otherwise).
+PHASES: dict[str, str] = {
+    "transport": "HTTP 5xx and 429, stalls, resets, malformed answers, GraphQL errors",
+    "data": "broken links, missing blocks and transactions, wrong num_txs",
+    "heights": "latestBlockHeight lagging or going backwards",
+}
+EPISODES: dict[str, tuple[float, str]] = {
+    "outage_one": (0.2, "one endpoint refuses connections for 5 s"),
+    "pg_restart": (0.4, "PostgreSQL stopped and started again, with a standby waiting"),
+    "outage_both": (0.65, "both endpoints refuse connections for 2-4 s"),
+}
+CHAIN: dict[str, str] = {
+    "nul_tx": "a transaction with NUL in its memo and a call argument, 60 % into the backfill",
+}
+FAULT_NAMES = (*PHASES, *EPISODES, *CHAIN)
+NUL_MEMO = "chaos run: a NUL \u0000 in the memo"
 
 STATE_SQL = f"SELECT last_block_h FROM {SCHEMA}.app_state WHERE component = $1"
 WRITERS_SQL = """
@@ -104,11 +153,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def child_env() -> dict[str, str]:
-    """The environment without GNOSYNC_* settings, so only our flags configure gnosync."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("GNOSYNC_")}
-
-
 def summary(values: list[float]) -> dict[str, Any]:
     if not values:
         return {"count": 0}
@@ -126,6 +170,43 @@ def summary(values: list[float]) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------------------ the chain
+
+
+def nul_transaction(txs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A copy of the first real call with arguments, with NUL in its memo and first
+    argument (the devnet's events repeat the arguments) and a signature of its own."""
+    call = next(tx for tx in txs
+                if any(m.get("@type") == "/vm.m_call" and m.get("args") for m in tx["msg"]))
+    msgs = [dict(m) for m in call["msg"]]
+    first = next(m for m in msgs if m.get("@type") == "/vm.m_call" and m.get("args"))
+    first["args"] = [first["args"][0] + "\u0000", *first["args"][1:]]
+    signature = base64.b64encode(hashlib.sha512(b"chaos nul tx").digest()).decode()
+    signatures = [{**sig, "signature": signature} for sig in call["signatures"]]
+    return {**call, "msg": msgs, "memo": NUL_MEMO, "signatures": signatures}
+
+
+def chain_txs(workdir: Path, with_nul: bool) -> tuple[list[Path], str | None]:
+    """The ``--txs`` files of both devnets: the real gnoland1 exports, and with
+    ``with_nul`` one more file holding :func:`nul_transaction`, stamped 60 % of the way
+    through the exports' time span (so the devnet places it 60 % up the initial chain).
+    Returns the files and the NUL transaction's hash as the devnet serves it."""
+    exports = gnoland1_exports()
+    if not exports:
+        raise SystemExit("the gnoland1 exports (*.jsonl) were not found: set"
+                         " GNOSYNC_GNOLAND1_EXPORTS to their directory")
+    if not with_nul:
+        return exports, None
+    stamps = [int(orjson.loads(line)["metadata"]["timestamp"])
+              for path in exports for line in path.read_bytes().splitlines() if line.strip()]
+    tx = nul_transaction(exported_txs())
+    stamp = min(stamps) + int(0.6 * (max(stamps) - min(stamps)))
+    path = workdir / "nul-tx.jsonl"
+    path.write_bytes(orjson.dumps({"tx": tx, "metadata": {"timestamp": str(stamp)}}) + b"\n")
+    # The devnet hashes a transaction's amino JSON as it loaded it (gnosync.devnet.chain).
+    return [*exports, path], base64.b64encode(hashlib.sha256(orjson.dumps(tx)).digest()).decode()
+
+
 # ------------------------------------------------------------------------------ devnets
 
 
@@ -133,7 +214,7 @@ class Devnet:
     """A ``gnosync devnet`` subprocess and its control routes."""
 
     def __init__(self, name: str, workdir: Path, *, blocks: int, block_time: float, seed: int,
-                 fault_rate: float | None, fault_seed: int):
+                 fault_rate: float | None, fault_seed: int, txs: list[Path]):
         self.name = name
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -142,6 +223,8 @@ class Devnet:
         self.args = [GNOSYNC, "devnet", "--host", "127.0.0.1", "--port", str(self.port),
                      "--blocks", str(blocks), "--block-time", str(block_time), "--seed", str(seed),
                      "--fault-seed", str(fault_seed)]
+        for path in txs:
+            self.args += ["--txs", str(path)]
         if fault_rate:
             self.args += ["--fault-rate", str(fault_rate)]
         self.proc: asyncio.subprocess.Process | None = None
@@ -177,6 +260,17 @@ class Devnet:
             if resp.status != 200:
                 raise RuntimeError(f"devnet {self.name} /control/{path}: {payload}")
             return payload
+
+    async def height_of(self, tx_hash: str) -> int | None:
+        """The height the devnet serves a transaction at (plain GraphQL, no gnosync code)."""
+        assert self.http is not None
+        query = ("query($h: String!) { getTransactions(where: {hash: {eq: $h}})"
+                 " { block_height } }")
+        async with self.http.post(self.url, json={"query": query, "variables": {"h": tx_hash}},
+                                  timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            answer = await resp.json()
+        found = (answer.get("data") or {}).get("getTransactions") or []
+        return found[0]["block_height"] if found else None
 
     async def set_faults(self, faults: dict[str, Any]) -> None:
         await self.control("faults/reset")
@@ -411,6 +505,10 @@ class Chaos:
         self.kills = 0
         self.t0 = 0.0
         self.notes: list[str] = []
+        self.faults = [name for name in FAULT_NAMES if name not in args.without]
+        self.gave_up: str | None = None
+        self.nul_hash: str | None = None
+        self.watcher_failed = False
 
     # -- output ---------------------------------------------------------------------------
 
@@ -465,8 +563,15 @@ class Chaos:
                          f" {list(proc.tail)[-1:] or ''}")
 
     async def ensure_running(self) -> None:
+        """Start a gnosync when none runs, unless gnosync keeps exiting by itself: then
+        the chaos ends early (the run is a FAIL either way) instead of restarting it
+        into the same exit over and over."""
         self.check_exits()
-        if not self.alive() and not self.db_down:
+        if len(self.unexpected_exits) >= GIVE_UP_EXITS and not self.gave_up:
+            self.gave_up = f"gnosync exited by itself {len(self.unexpected_exits)} times"
+            self.say(f"giving up the chaos early: {self.gave_up}; the last exit:"
+                     f" {self.unexpected_exits[-1]['tail'][-1:]}")
+        if not self.alive() and not self.db_down and not self.gave_up:
             self.say("no gnosync running: starting one")
             await self.spawn("replacement after an unexpected exit")
 
@@ -530,6 +635,7 @@ class Chaos:
 
     def _watcher_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
+            self.watcher_failed = True
             self.notes.append(f"a database watcher stopped early: {task.exception()!r}")
 
     def height(self) -> int | None:
@@ -563,7 +669,7 @@ class Chaos:
         """Wait for the first commit after the fault ended; fill in the episode."""
         deadline = now() + RECOVERY_WAIT
         commit = None
-        while now() < deadline:
+        while now() < deadline and not self.gave_up:
             await self.ensure_running()
             commit = self.first_commit_after(episode.fault_end, exclude)
             if commit is not None:
@@ -712,18 +818,20 @@ class Chaos:
 
     def phase(self) -> tuple[str, dict[str, Any]]:
         rng = self.rng
-        kind = rng.choice(["calm", "transport", "data", "heights", "mixed", "transport", "data"])
+        kinds = [k for k in ("calm", "transport", "data", "heights", "mixed", "transport", "data")
+                 if k in ("calm", "mixed") or k in self.faults]
+        kind = rng.choice(kinds)
         faults: dict[str, Any] = {"seed": rng.randrange(1 << 30), "stall_seconds": 0.5}
-        if kind in ("transport", "mixed"):
+        if kind == "transport" or (kind == "mixed" and "transport" in self.faults):
             rate = rng.uniform(0.2, 0.35)
             faults.update(dict.fromkeys(TRANSPORT_KINDS, rate / len(TRANSPORT_KINDS)))
-        if kind in ("data", "mixed"):
+        if kind == "data" or (kind == "mixed" and "data" in self.faults):
             for name in DATA_KINDS:
                 faults[name] = round(rng.uniform(0.01, 0.06), 3)
-        if kind in ("heights", "mixed"):
+        if kind == "heights" or (kind == "mixed" and "heights" in self.faults):
             faults["latest_backwards"] = round(rng.uniform(0.1, 0.3), 3)
             faults["latest_lag"] = rng.choice([0, 3, 10, 30])
-        if kind == "calm":
+        if not set(faults) - {"seed", "stall_seconds"}:  # calm, or "mixed" of nothing
             faults = {}
         return kind, faults
 
@@ -748,15 +856,14 @@ class Chaos:
     async def scenario(self) -> None:
         length = self.args.minutes * 60
         end = self.t0 + length
-        specials = [
-            (self.t0 + 0.2 * length, self.outage_one_episode),
-            (self.t0 + 0.4 * length, self.pg_restart_episode),
-            (self.t0 + 0.65 * length, self.outage_both_episode),
-        ]
+        specials = sorted(
+            (self.t0 + share * length, getattr(self, f"{name}_episode"))
+            for name, (share, _) in EPISODES.items() if name in self.faults
+        )
         # Random 1-10 s between kills; shorter runs squeeze them to still kill often.
         upper = min(10.0, max(3.0, 10.0 * length / 300))
         next_kill = now() + self.rng.uniform(1, upper)
-        while now() < end:
+        while now() < end and not self.gave_up:
             await self.ensure_running()
             if specials and now() >= specials[0][0]:
                 _, episode = specials.pop(0)
@@ -770,7 +877,8 @@ class Chaos:
                 continue
             await asyncio.sleep(0.05)
         for _, episode in specials:  # a run too short for them still has each one
-            await episode()
+            if not self.gave_up:
+                await episode()
 
     # -- the end: catch up, stop, compare -------------------------------------------------
 
@@ -782,7 +890,7 @@ class Chaos:
         started = now()
         self.say(f"faults off; waiting for gnosync to reach endpoint A's tip {tip}")
         reached = None
-        while now() < started + 180:
+        while now() < started + (10 if self.gave_up else 180):
             self.check_exits()
             h = await self.height_now()
             if h is not None and h >= tip:
@@ -867,8 +975,15 @@ class Chaos:
             note(f"transaction {h} missing")
         # The same comparison as the test suite's, as a second opinion.
         suite = await differences(self.dsn, self.a.url, 0, last, schema=SCHEMA)
+        nul = None
+        if self.nul_hash is not None:
+            stored = [r for r in tx_rows if r["hash"] == self.nul_hash]
+            nul = {"hash": self.nul_hash, "served_at": await self.a.height_of(self.nul_hash),
+                   "stored": bool(stored),
+                   "stored_at": stored[0]["block_height"] if stored else None}
         return {
-            "heights": f"0..{last}",
+            "nul_tx": nul,
+            "heights": f"0..{last:,}",
             "blocks_served": len(blocks), "blocks_stored": len(rows),
             "transactions_served": len(txs), "transactions_stored": len(tx_rows),
             "blocks": {"missing": len(missing_blocks), "duplicated": len(dup_blocks),
@@ -890,10 +1005,11 @@ class Chaos:
         self.dsn, _ = await asyncio.to_thread(start_embedded, self.pgdata)
         self.say(f"embedded PostgreSQL: {self.dsn}")
         http = aiohttp.ClientSession()
+        txs, self.nul_hash = chain_txs(self.workdir, "nul_tx" in self.faults)
         self.a = Devnet("A", self.workdir, blocks=args.blocks, block_time=args.block_time,
-                        seed=args.seed, fault_rate=None, fault_seed=args.seed + 100)
+                        seed=args.seed, fault_rate=None, fault_seed=args.seed + 100, txs=txs)
         self.b = Devnet("B", self.workdir, blocks=args.blocks, block_time=args.block_time,
-                        seed=args.seed, fault_rate=args.fault_rate, fault_seed=args.seed + 200)
+                        seed=args.seed, fault_rate=args.fault_rate, fault_seed=args.seed + 200, txs=txs)
         stop = asyncio.Event()
         watchers: list[asyncio.Task[None]] = []
         try:
@@ -974,7 +1090,10 @@ class Chaos:
         suite_blocks = [p for p in suite if not p.startswith(("transaction", "stored transaction"))
                         and "transactions stored" not in p]
         suite_txs = [p for p in suite if p not in suite_blocks]
+        nul = comparison.get("nul_tx")
         checks = {
+            "caught up with endpoint A's tip once the faults stopped":
+                end["catch_up_s"] is not None and not self.gave_up,
             "blocks exact (0 missing, 0 duplicated, 0 differing, 0 extra)":
                 exact_blocks and not suite_blocks,
             "transactions exact (0 missing, 0 duplicated, 0 differing, 0 extra)":
@@ -983,16 +1102,26 @@ class Chaos:
                 bool(measured) and not unrecovered and not too_slow,
             "never two writers at once (pg_locks samples, committed ranges)":
                 self.two_leader_samples == 0 and self.max_holders <= 1
-                and self.max_named <= 1 and overlaps == 0 and self.samples > 0,
-            "no gnosync exited by itself; SIGTERM stops cleanly (exit 0, status stopped)":
-                not self.unexpected_exits
+                and self.max_named <= 1 and overlaps == 0 and self.samples > 0
+                and not self.watcher_failed,
+            "no gnosync exited by itself or wrote a traceback; SIGTERM stops cleanly"
+            " (exit 0, status stopped)":
+                not self.unexpected_exits and not self.stray_lines
                 and all(rc == 0 for rc in end["sigterm_exit_codes"].values())
                 and end["final_state"]["status"] == "stopped",
         }
+        if nul is not None:
+            checks["the transaction with NUL bytes is stored, at its height"] = (
+                nul["stored"] and nul["stored_at"] == nul["served_at"])
         rec_lines = [r["seconds"] for r in self.recovered if isinstance(r.get("seconds"), (int, float))]
         out = {
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "seed": self.args.seed,
+            "minutes": self.args.minutes,
+            "block_time": self.args.block_time,
+            "machine": machine(),
+            "faults_run": self.faults,
+            "gave_up": self.gave_up,
             "duration_s": round(now() - self.t0, 1),
             "chaos_s": round(chaos_s, 1),
             "initial_blocks": self.args.blocks,
@@ -1120,7 +1249,8 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"app_state went backwards {r['last_block_h_went_backwards']} times;"
           f" monitor errors {r['monitor_errors']}")
     c = r["catch_up"]
-    print(f"catch-up           A's tip {c['tip_a']} reached in {c['catch_up_s']}s after faults"
+    reached = "NOT reached" if c["catch_up_s"] is None else f"reached in {c['catch_up_s']}s"
+    print(f"catch-up           A's tip {c['tip_a']} {reached} after faults"
           f" stopped; SIGTERM exit codes {c['sigterm_exit_codes']};"
           f" final status {c['final_state']['status']}")
     print(f"comparison         heights {cmp_['heights']}: blocks served {cmp_['blocks_served']}"
@@ -1141,6 +1271,14 @@ def print_report(r: dict[str, Any]) -> None:
         print(f"non-JSON stderr    {r['stray_stderr_blocks']} block(s) in JSON log streams:")
         for b in r["stray_stderr_lines"][:6]:
             print(f"  #{b['proc']} ({b['lines']} lines) {b['first'][:90]!r} ... {b['last'][:110]!r}")
+    nul = cmp_.get("nul_tx")
+    if nul is not None:
+        where = "not reached" if nul["served_at"] is None else f"served at height {nul['served_at']}"
+        print(f"NUL transaction    {nul['hash']} {where};"
+              f" {'stored at height ' + str(nul['stored_at']) if nul['stored'] else 'NOT stored'}")
+    print(f"faults run         {', '.join(r['faults_run'])}")
+    if r["gave_up"]:
+        print(f"GAVE UP EARLY      {r['gave_up']}")
     for note in r["notes"]:
         print(f"note: {note}")
     print("-" * 78)
@@ -1149,10 +1287,113 @@ def print_report(r: dict[str, Any]) -> None:
     print("=" * 78)
 
 
+# How the README's table names the devnet's fault kinds; any other kind shows as named.
+FAULT_LABELS = {
+    "http_500": "HTTP 500", "http_502": "502", "http_503": "503", "http_429": "429",
+    "stall": "stalls", "reset": "resets", "malformed": "malformed",
+    "graphql_error": "GraphQL errors", "broken_link": "broken links",
+    "missing_tx": "missing transactions", "wrong_num_txs": "wrong `num_txs`",
+    "missing_block": "missing blocks", "latest_lag": "lagging heights",
+    "latest_backwards": "heights going backwards", "drop_subscriptions": "dropped subscriptions",
+}
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def readme_table(r: dict[str, Any]) -> str:
+    """The run as the README's chaos table, in Markdown, to paste as is."""
+    rec, cmp_, w = r["recovery"], r["comparison"], r["writers"]
+    by_kind = rec["by_kind"]
+    requests = sum(e["requests"] for e in r["faults_by_endpoint"].values())
+    faults = ", ".join(f"{FAULT_LABELS.get(k, k)} {v:,}" for k, v in r["faults_injected"].items())
+    heights = (f"{r['heights_synced']:,} (a {r['initial_blocks']:,}-block backfill, then following"
+               f" a chain growing {1 / r['block_time']:g} blocks/s), {r['transactions']:,} transactions"
+               " (the real gnoland1 ones")
+    nul = cmp_.get("nul_tx")
+    if nul is not None:
+        heights += ", and one with NUL bytes " + (f"at height {nul['served_at']:,}"
+                                                  if nul["served_at"] is not None else "not reached")
+    heights += ")"
+    takeovers = [t["recovery_s"] for t in r["takeovers"] if t["recovery_s"] is not None]
+    processes = [f"{r['gnosync_processes']} started", f"{r['kills']} `kill -9`",
+                 f"{len(r['takeovers'])} standby takeovers"
+                 + (f" ({min(takeovers):.2f}–{max(takeovers):.2f} s)" if takeovers else "")]
+    if r["pg_restarts"]:
+        processes.append(f"{r['pg_restarts']} PostgreSQL restart")
+    for o in r["outages"]:
+        if o["kind"] == "outage_one":
+            processes.append(f"a {o['fault_s']:.0f} s outage of one endpoint"
+                             f" ({o['commits_during']} commits meanwhile)")
+        else:
+            processes.append(f"both endpoints down {o['fault_s']:.1f} s")
+    allm = rec["all_measured"]
+    recovery = "none measured"
+    if allm.get("count"):
+        parts = []
+        restart = rec["kill_restart_incl_startup"]
+        if restart.get("count"):
+            parts.append(f"kill + restart, Python start-up included: p50 {_s(restart['p50'])},"
+                         f" max {_s(restart['max'])}")
+        for kind, label in (("pg_restart", "PostgreSQL restart"), ("outage_both", "both endpoints back")):
+            if by_kind.get(kind, {}).get("count"):
+                parts.append(f"{label} {_s(by_kind[kind]['max'])}")
+        recovery = (f"{allm['count']} measured: p50 {_s(allm['p50'])}, p95 {_s(allm['p95'])},"
+                    f" max {_s(allm['max'])}" + (f" ({'; '.join(parts)})" if parts else ""))
+    if rec["unrecovered"]:
+        recovery += f"; {rec['unrecovered']} NOT recovered within {RECOVERY_WAIT:g} s"
+    two = w["samples_with_two"] or w["max_lock_holders"] > 1 or w["max_leader_sessions"] > 1
+    writers = (f"{w['samples']:,} samples of `pg_locks`: "
+               + (f"TWO LEADERS in {w['samples_with_two']} samples" if two else "never two leaders")
+               + "; " + (f"{w['overlapping_committed_ranges']} overlapping committed ranges"
+                         if w["overlapping_committed_ranges"] else "no overlapping committed ranges"))
+    blocks, txs = cmp_["blocks"], cmp_["transactions"]
+    rcs = r["catch_up"]["sigterm_exit_codes"].values()
+    exits = ("every gnosync exited 0 on SIGTERM with status `stopped`"
+             if all(rc == 0 for rc in rcs) and r["catch_up"]["final_state"]["status"] == "stopped"
+             else f"SIGTERM exit codes {sorted(rcs)}, status `{r['catch_up']['final_state']['status']}`")
+    if r["unexpected_exits"]:
+        exits += f"; {len(r['unexpected_exits'])} gnosync exited by itself"
+    if r["stray_stderr_blocks"]:
+        exits += f"; {r['stray_stderr_blocks']} tracebacks or other non-JSON stderr"
+    result = (f"heights {cmp_['heights']} compared field by field with the devnet:"
+              f" blocks {blocks['missing']} missing, {blocks['duplicated']} duplicated,"
+              f" {blocks['differing']} differing; transactions {txs['missing']} missing,"
+              f" {txs['duplicated']} duplicated, {txs['differing']} differing; {exits}")
+    failed = [name for name, verdict in r["checks"].items() if verdict != "PASS"]
+    checks = (f"all {len(r['checks'])} passed" if not failed
+              else f"{len(failed)} of {len(r['checks'])} FAILED: {'; '.join(failed)}")
+    if r["gave_up"]:
+        checks += f" (the chaos ended early: {r['gave_up']})"
+    rows = [
+        ("heights synced", heights),
+        ("faults injected", f"{r['faults_injected_total']:,} on {requests:,} requests: {faults}"),
+        ("processes", ", ".join(processes)),
+        ("recovery, fault end → next commit", recovery),
+        ("writers", writers),
+        ("result", result),
+        ("checks", checks),
+    ]
+    minutes = f"{r['minutes']:g} minute{'s' if r['minutes'] != 1 else ''}"
+    lines = [f"Latest run ({minutes}, seed {r['seed']}, {r['machine']}; `{r['command']}`):", "",
+             "| | |", "| --- | --- |"]
+    lines += [f"| {name} | {text.replace('|', '/')} |" for name, text in rows]
+    return "\n".join(lines)
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=5.0, help="length of the chaos (default 5)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="faults (--without NAME): " + "; ".join(
+            f"{name}: {text}" for name, text in
+            [*PHASES.items(), *((n, t) for n, (_, t) in EPISODES.items()), *CHAIN.items()]),
+    )
+    parser.add_argument("--minutes", type=float, default=5.0,
+                        help="length of the chaos (default 5; 1 for a quick check)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the scenario and the chain")
+    parser.add_argument("--without", action="append", default=[], choices=FAULT_NAMES,
+                        metavar="FAULT", help="leave this fault out (repeatable; see below)")
     parser.add_argument("--json", type=Path, help="also write the report here as JSON")
     parser.add_argument("--blocks", type=int, default=100_000,
                         help="initial chain height, backfilled first (default 100000)")
@@ -1163,15 +1404,27 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     parser.add_argument("--quiet", action="store_true", help="print only the report")
     args = parser.parse_args()
+    if args.minutes <= 0:
+        parser.error("--minutes must be positive")
     chaos = Chaos(args)
     try:
         report = asyncio.run(chaos.main())
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the run itself broke: one line, exit 2
+        print(f"chaos: the run could not complete: {type(exc).__name__}: {exc}"
+              " (run again with --keep to keep the logs)", file=sys.stderr)
+        return 2
     print_report(report)
+    print()
+    print(readme_table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    failed = [name for name, verdict in report["checks"].items() if verdict != "PASS"]
+    if failed:
+        print(f"\nchaos: {len(failed)} check(s) FAILED: {'; '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

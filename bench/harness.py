@@ -1,16 +1,20 @@
-"""Shared pieces of the benchmarks: a devnet process, a scratch database, RSS sampling."""
+"""Shared pieces of the benchmarks: devnet processes, a blackholed endpoint, a scratch
+database, measured gnosync runs and Markdown tables."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,25 +23,49 @@ import asyncpg
 REPO = Path(__file__).resolve().parents[1]
 GNOSYNC = [sys.executable, "-m", "gnosync"]
 DEFAULT_PG = os.environ.get("GNOSYNC_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+_URL = re.compile(r"(http://\S+/graphql/query)")
+
+
+def child_env() -> dict[str, str]:
+    """The environment without GNOSYNC_* settings, so only a bench's flags configure
+    gnosync (the gnoland1 exports' location is kept: the devnet looks for them there)."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("GNOSYNC_") or k == "GNOSYNC_GNOLAND1_EXPORTS"}
 
 
 @contextmanager
-def devnet_process(*args: str):
-    """``gnosync devnet`` on a free port in its own process; yields its GraphQL URL."""
+def devnet_process(
+    *args: str, command: list[str] | None = None, on_line: Callable[[str], None] | None = None
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A devnet on a free port in its own process; yields (GraphQL URL, process).
+
+    ``command`` defaults to ``gnosync devnet``; ``--port 0`` and ``args`` follow it.
+    Every line the devnet prints after its "serving ... at URL" line goes to
+    ``on_line`` (from a reader thread).
+    """
     proc = subprocess.Popen(
-        [*GNOSYNC, "devnet", "--port", "0", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+        [*(command or [*GNOSYNC, "devnet"]), "--port", "0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=child_env(),
     )
     try:
         url = None
+        seen: list[str] = []
+        assert proc.stdout is not None
         for line in proc.stdout:
-            match = re.search(r"(http://\S+/graphql/query)", line)
+            match = _URL.search(line)
             if match:
                 url = match.group(1)
                 break
+            seen.append(line)
         if url is None:
-            raise RuntimeError("the devnet did not start")
-        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+            raise SystemExit(f"the devnet did not start: {''.join(seen[-5:]).strip()}")
+
+        def drain() -> None:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                if on_line is not None:
+                    on_line(line)
+
+        threading.Thread(target=drain, daemon=True).start()
         yield url, proc
     finally:
         proc.terminate()
@@ -45,6 +73,40 @@ def devnet_process(*args: str):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def blackholed_endpoint() -> Iterator[str]:
+    """A loopback TCP listener that accepts every connection and never answers (nor
+    closes it): a tx-indexer whose host is up but whose process hangs, or a proxy in
+    front of a dead one. Yields its GraphQL URL."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)  # kept open, never read from, never written to
+
+    thread = threading.Thread(target=accept, name="blackhole", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}/graphql/query"
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+        for conn in held:
+            conn.close()
 
 
 def with_database(dsn: str, database: str) -> str:
@@ -71,6 +133,7 @@ async def scratch_database(server_dsn: str = DEFAULT_PG):
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float | None:
+    """A process's resident set (``VmRSS``) or its peak (``VmHWM``) in MB, from /proc."""
     try:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
@@ -79,22 +142,36 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float | None:
     return int(match.group(1)) / 1024 if match else None
 
 
-def run_measured(args: list[str], env: dict | None = None) -> tuple[float, float, subprocess.CompletedProcess]:
-    """Run a command; return (seconds, peak RSS in MB, result). Peak RSS comes from
-    GNU time's maximum resident set size of the process."""
-    started = time.perf_counter()
-    result = subprocess.run(
-        ["/usr/bin/time", "-f", "MAXRSS_KB=%M", *args],
-        capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=REPO,
-    )
-    seconds = time.perf_counter() - started
-    match = re.search(r"MAXRSS_KB=(\d+)", result.stderr)
-    peak = int(match.group(1)) / 1024 if match else float("nan")
-    return seconds, peak, result
+@dataclass(frozen=True)
+class Measured:
+    """One finished process: when it started (unix time), how long it ran, its own peak
+    RSS, exit code and output."""
+
+    started_at: float
+    seconds: float
+    peak_rss_mb: float
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_measured(args: list[str]) -> Measured:
+    """Run ``args`` and wait for it; the peak RSS is that process's own (``ru_maxrss``
+    of its ``wait4``), not the bench's nor any other process's."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started_at, started = time.time(), time.perf_counter()
+        proc = subprocess.Popen(args, stdout=out, stderr=err, cwd=REPO, env=child_env())
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        out.seek(0)
+        err.seek(0)
+        return Measured(started_at, seconds, usage.ru_maxrss / 1024, proc.returncode,
+                        out.read().decode(errors="replace"), err.read().decode(errors="replace"))
 
 
 def table(title: str, rows: list[tuple], headers: tuple) -> str:
-    """A plain fixed-width table (the README copies it as is)."""
+    """A Markdown table under a ``###`` title (the README copies it as is)."""
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     out = [f"### {title}", "", line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
@@ -102,5 +179,6 @@ def table(title: str, rows: list[tuple], headers: tuple) -> str:
     return "\n".join(out)
 
 
-def run(coro):
-    return asyncio.run(coro)
+def machine() -> str:
+    """``<cores>-core <arch>``, for the title of a table."""
+    return f"{os.cpu_count()}-core {os.uname().machine}"
