@@ -53,7 +53,7 @@ from gnosync.model import Batch  # noqa: E402
 from gnosync.settings import Settings  # noqa: E402
 from gnosync.source.pool import SourcePool  # noqa: E402
 from gnosync.store import Store  # noqa: E402
-from gnosync.sync.pipeline import RangeSizer  # noqa: E402
+from gnosync.sync.pipeline import RangeSizer, batch_bytes  # noqa: E402
 from gnosync.sync.syncer import fetch_batch  # noqa: E402
 
 DEFAULTS = Settings()  # gnosync's own batch sizes and commit settings
@@ -86,7 +86,7 @@ async def batches(url: str, start: int, end: int, concurrency: int) -> AsyncIter
         try:
             while pending:
                 batch = await pending.popleft()
-                sizer.observe(len(batch.blocks), len(batch.transactions))
+                sizer.observe(len(batch.blocks), len(batch.transactions), batch_bytes(batch)[1])
                 fill()
                 yield batch
         finally:

@@ -105,11 +105,6 @@ GIVE_UP_EXITS = 5  # gnosync exiting by itself this often ends the chaos early (
 # * CHAIN: faults baked into the chain both devnets serve from the start (the same
 #   ``--txs`` files): a transaction carrying NUL bytes, which PostgreSQL's text and JSONB
 #   cannot hold and which must still be stored, never stop the sync.
-#
-# Not run yet, because the devnet cannot inject them: an endpoint answering HTTP 403 for
-# a while (an episode, once the devnet's faults have a 4xx other than 429), and a bad
-# block far ahead that is fixed later (an episode, once the devnet can serve a wrong
-# block at a chosen height until told otherwise).
 PHASES: dict[str, str] = {
     "transport": "HTTP 5xx and 429, stalls, resets, malformed answers, GraphQL errors",
     "data": "broken links, missing blocks and transactions, wrong num_txs",
@@ -119,6 +114,9 @@ EPISODES: dict[str, tuple[float, str]] = {
     "outage_one": (0.2, "one endpoint refuses connections for 5 s"),
     "pg_restart": (0.4, "PostgreSQL stopped and started again, with a standby waiting"),
     "outage_both": (0.65, "both endpoints refuse connections for 2-4 s"),
+    "refusing_endpoint": (0.3, "endpoint B answers HTTP 403 for 8 s"),
+    "bad_block": (0.5, "both endpoints serve a block 1,000 heights ahead with a wrong"
+                       " parent hash for 6 s, then the right one"),
 }
 CHAIN: dict[str, str] = {
     "nul_tx": "a transaction with NUL in its memo and a call argument, 60 % into the backfill",
@@ -461,7 +459,7 @@ class Episode:
 
     @property
     def measured(self) -> bool:
-        return self.kind in ("kill_restart", "takeover", "pg_restart", "outage_both")
+        return self.kind in ("kill_restart", "takeover", "pg_restart", "outage_both", "bad_block")
 
     def to_json(self, t0: float) -> dict[str, Any]:
         return {
@@ -492,6 +490,7 @@ class Chaos:
         self.stray_lines: list[dict[str, Any]] = []  # stderr lines that are not JSON logs
         self.monitor_errors: collections.Counter[str] = collections.Counter()
         self.episodes: list[Episode] = []
+        self.standing: dict[str, Any] = {}  # faults endpoint A keeps through its phases
         self.unexpected_exits: list[dict[str, Any]] = []
         self.phases: list[dict[str, Any]] = []
         self.observed: list[tuple[float, int]] = []  # (wall, last_block_h) when it changed
@@ -799,6 +798,40 @@ class Chaos:
         self.say(f"  endpoint {devnet.name} back after {back - started:.2f}s; {len(during)}"
                  f" commits meanwhile (longest gap {gap:.2f}s)")
 
+    async def refusing_endpoint_episode(self) -> None:
+        started = now()
+        await self.b.control("faults", {"reject_status": 403})
+        self.say("endpoint B answers HTTP 403 for 8s")
+        await asyncio.sleep(8.0)
+        await self.b.control("faults", {"reject_status": 0})
+        back = now()
+        during = [c for c in self.commits if started <= c.ts <= back]
+        self.episodes.append(Episode("refusing_endpoint", started, back, self.height(),
+                                     detail={"commits_during": len(during)}))
+        self.say(f"  endpoint B serves again; {len(during)} commits meanwhile")
+
+    async def bad_block_episode(self) -> None:
+        """A bad block ahead of the sync on every endpoint: gnosync must hold just below
+        it (never step over it), then go on once the block is served right."""
+        stored = await self.height_now() or 0
+        tip = (await self.a.state())["tip"]
+        bad = max(stored + 1, min(tip, stored + 1000))
+        self.standing = {"bad_link_height": bad}  # the phases of endpoint A keep it
+        started = now()
+        await asyncio.gather(self.a.control("faults", self.standing),
+                             self.b.control("faults", self.standing))
+        self.say(f"block {bad} served with a wrong parent hash by both endpoints for 6s")
+        await asyncio.sleep(6.0)
+        highest = await self.height_now()
+        self.standing = {}
+        await asyncio.gather(self.a.control("faults", {"bad_link_height": -1}),
+                             self.b.control("faults", {"bad_link_height": -1}))
+        episode = Episode("bad_block", started, now(), highest, detail={
+            "bad_height": bad, "height_when_fixed": highest,
+            "stepped_over": highest is not None and highest >= bad})
+        self.say(f"  block {bad} fixed; gnosync held at {highest}")
+        await self.measure(episode)
+
     async def outage_both_episode(self) -> None:
         seconds = round(self.rng.uniform(2.0, 4.0), 2)
         before = [(await d.state())["outages"] for d in (self.a, self.b)]
@@ -840,7 +873,7 @@ class Chaos:
         while not stop.is_set():
             kind, faults = self.phase()
             try:
-                await self.a.set_faults(faults)
+                await self.a.set_faults({**faults, **self.standing})
                 self.phases.append({"at_s": round(now() - self.t0, 1), "endpoint": "A",
                                     "phase": kind, "faults": faults})
                 shown = {k: (round(v, 3) if isinstance(v, float) else v)
@@ -1110,6 +1143,10 @@ class Chaos:
                 and all(rc == 0 for rc in end["sigterm_exit_codes"].values())
                 and end["final_state"]["status"] == "stopped",
         }
+        bad_blocks = [e for e in self.episodes if e.kind == "bad_block"]
+        if bad_blocks:
+            checks["a bad block ahead was never stepped over"] = not any(
+                e.detail["stepped_over"] for e in bad_blocks)
         if nul is not None:
             checks["the transaction with NUL bytes is stored, at its height"] = (
                 nul["stored"] and nul["stored_at"] == nul["served_at"])

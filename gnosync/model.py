@@ -55,6 +55,9 @@ class Transaction(msgspec.Struct, frozen=True):
     memo: str
     messages: msgspec.Raw
     response: msgspec.Raw
+    # Not served: set by the client when it had to replace bytes that are not UTF-8
+    # in this transaction's strings (tx-indexer writes a string's bytes as they are).
+    repaired: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,6 +165,31 @@ async def test_an_answer_over_the_size_limit_is_a_cap_error():
         await runner.cleanup()
 
 
+async def test_strings_that_are_not_utf8_are_repaired_and_marked():
+    """tx-indexer writes a string's bytes as they are: an answer may not be UTF-8."""
+    tx = (
+        b'{"index":0,"hash":"h0","success":false,"block_height":5,"gas_wanted":1,"gas_used":1,'
+        b'"gas_fee":null,"content_raw":"Tx{00}","memo":"bad \xff\xfe memo",'
+        b'"messages":[{"typeUrl":"exec","route":"vm","value":{"__typename":"MsgCall","args":["\xc3"]}}],'
+        b'"response":{"log":"","info":"","error":null,"data":"","events":[]}}'
+    )
+    clean = tx.replace(b'"index":0', b'"index":1').replace(b'"h0"', b'"h1"').replace(
+        b"bad \xff\xfe memo", b"fine").replace(b'["\xc3"]', b'["ok"]')
+    body = b'{"data":{"getTransactions":[' + tx + b"," + clean + b"]}}"
+    runner, url = await serve(answer(200, body))
+    try:
+        async with SourceClient(url) as client:
+            bad, good = await client.transactions(5, 5)
+    finally:
+        await runner.cleanup()
+    assert bad.memo == "bad \ufffd\ufffd memo" and bad.repaired
+    assert "\ufffd" in bytes(bad.messages).decode()
+    assert good.memo == "fine" and not good.repaired
+    from gnosync.store.rows import transaction_row
+
+    assert transaction_row(bad)[-1] is True and transaction_row(good)[-1] is False
+
+
 async def test_paging_stops_when_the_server_ignores_the_index_filter():
     """A server that sends the same page whatever index is asked for must not make the
     client loop (and grow) forever."""

@@ -209,7 +209,9 @@ class SourceClient:
         try:
             envelope = _ENVELOPES[kind].decode(body)
         except msgspec.DecodeError as exc:
-            raise _malformed(self.url, body, exc) from None
+            envelope = _decode_repaired(_ENVELOPES[kind], body)
+            if envelope is None:
+                raise _malformed(self.url, body, exc) from None
         capped = False
         if envelope.errors:
             messages = "; ".join(error.message for error in envelope.errors)
@@ -338,6 +340,31 @@ class SourceClient:
             if not txs or (len(txs) < page and not capped):
                 return result
             after = txs[-1].index
+
+
+def _decode_repaired(decoder: msgspec.json.Decoder, body: bytes) -> Any | None:
+    """``body`` decoded with its bytes that are not UTF-8 replaced by U+FFFD, or None
+    when it is valid UTF-8 (so something else is wrong) or still does not decode.
+
+    tx-indexer's GraphQL layer writes a string's bytes as they are, escaping only what
+    JSON must, so a memo or argument that is not UTF-8 reaches gnosync as such. The
+    transactions of a repaired answer that hold U+FFFD are marked ``repaired``, and
+    stored as sanitized.
+    """
+    try:
+        body.decode("utf-8")
+        return None
+    except UnicodeDecodeError:
+        repaired = body.decode("utf-8", "replace").encode("utf-8")
+    try:
+        envelope = decoder.decode(repaired)
+    except msgspec.DecodeError:
+        return None
+    transactions = getattr(envelope.data, "getTransactions", None) or []
+    for tx in transactions:
+        if "\ufffd" in tx.memo or any(b"\xef\xbf\xbd" in bytes(raw) for raw in (tx.messages, tx.response)):
+            msgspec.structs.force_setattr(tx, "repaired", True)
+    return envelope
 
 
 def _detached(txs: list[Transaction]) -> list[Transaction]:

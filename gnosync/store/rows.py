@@ -93,5 +93,5 @@ def transaction_row(tx: Transaction) -> tuple[Any, ...]:
         tx.content_raw,
         messages,
         response,
-        memo_changed or messages_changed or response_changed or denom_changed,
+        tx.repaired or memo_changed or messages_changed or response_changed or denom_changed,
     )
