@@ -200,6 +200,9 @@ class Tampering:
             out.append(b)
         return out
 
+    async def block_hashes(self, start, end):
+        return {b.height: b.hash for b in await self.blocks(start, end)}
+
     async def transactions(self, start, end, *, page=None):
         txs = await self.endpoint.transactions(start, end, page=page)
         if self.damage == "drop_tx":

@@ -57,6 +57,15 @@ class _HeightsData(msgspec.Struct):
     getBlocks: list[_Height] | None
 
 
+class _HeightHash(msgspec.Struct):
+    height: int
+    hash: str
+
+
+class _HashesData(msgspec.Struct):
+    getBlocks: list[_HeightHash] | None
+
+
 class _TransactionsData(msgspec.Struct):
     getTransactions: list[Transaction] | None
 
@@ -70,7 +79,7 @@ def _envelope(data_type: type) -> type:
 
 _ENVELOPES = {
     kind: msgspec.json.Decoder(_envelope(kind))
-    for kind in (_LatestData, _BlocksData, _HeightsData, _TransactionsData)
+    for kind in (_LatestData, _BlocksData, _HeightsData, _HashesData, _TransactionsData)
 }
 
 
@@ -253,24 +262,30 @@ class SourceClient:
     async def blocks(self, start: int, end: int) -> list[Block]:
         """Blocks ``start..end`` in height order, as served; the caller validates that
         the range is complete."""
+        return await self._block_range(start, end, queries.BLOCKS, _BlocksData)
+
+    async def block_hashes(self, start: int, end: int) -> dict[int, str]:
+        """The hashes of blocks ``start..end`` the source serves, by height."""
+        served = await self._block_range(start, end, queries.BLOCK_HASHES, _HashesData)
+        return {block.height: block.hash for block in served}
+
+    async def _block_range(self, start: int, end: int, document: str, kind: type) -> list:
         if start == 0 and end > 0:
-            return await self._blocks(0, 0) + await self.blocks(1, end)
-        result: list[Block] = []
+            return await self._blocks(0, 0, document, kind) + await self._block_range(1, end, document, kind)
+        result: list = []
         step = self.max_elements
         for chunk_start in range(start, end + 1, step):
             chunk_end = min(end, chunk_start + step - 1)
-            result.extend(await self._blocks(chunk_start, chunk_end))
+            result.extend(await self._blocks(chunk_start, chunk_end, document, kind))
         return result
 
-    async def _blocks(self, start: int, end: int) -> list[Block]:
+    async def _blocks(self, start: int, end: int, document: str, kind: type) -> list:
         """One query's worth of blocks; a capped answer is continued after its last
         height (tx-indexer flags an answer of exactly the cap as capped too)."""
-        result: list[Block] = []
+        result: list = []
         cursor = start
         while cursor <= end:
-            data, capped = await self._query(
-                queries.BLOCKS, {"where": queries.blocks_where(cursor, end)}, _BlocksData
-            )
+            data, capped = await self._query(document, {"where": queries.blocks_where(cursor, end)}, kind)
             blocks = data.getBlocks or []
             result.extend(blocks)
             if not blocks or not (capped or len(blocks) >= self.max_elements):

@@ -146,6 +146,9 @@ class Endpoint:
     async def blocks(self, start: int, end: int) -> list[Block]:
         return await self._timed(self.client.blocks(start, end))
 
+    async def block_hashes(self, start: int, end: int) -> dict[int, str]:
+        return await self._timed(self.client.block_hashes(start, end))
+
     async def transactions(self, start: int, end: int, *, page: int | None = None) -> list[Transaction]:
         return await self._timed(self.client.transactions(start, end, page=page))
 
@@ -307,13 +310,13 @@ class SourcePool:
     @staticmethod
     async def _hash_at(endpoint: Endpoint, height: int) -> str | None:
         try:
-            blocks = await asyncio.wait_for(endpoint.blocks(height, height), CONFIRM_TIMEOUT)
+            hashes = await asyncio.wait_for(endpoint.block_hashes(height, height), CONFIRM_TIMEOUT)
         except asyncio.TimeoutError:
             endpoint.health.failed(SourceError(f"no answer within {CONFIRM_TIMEOUT:g}s to a hash check"))
             return None
         except SourceError:
             return None
-        return blocks[0].hash if blocks and blocks[0].height == height else None
+        return hashes.get(height)
 
     def health(self) -> list[EndpointHealth]:
         return [endpoint.health for endpoint in self.endpoints]

@@ -78,10 +78,17 @@ TRANSACTIONS = (
     + "} }"
 )
 
+# Only heights and hashes: what comparing stored blocks with the source needs.
+BLOCK_HASHES = (
+    "query BlockHashes($where: FilterBlock!) {"
+    " getBlocks(where: $where, order: {height: ASC}) { height hash } }"
+)
+
 ALL_DOCUMENTS = {
     "LatestHeight": LATEST_HEIGHT,
     "Blocks": BLOCKS,
     "BlockHeights": BLOCK_HEIGHTS,
+    "BlockHashes": BLOCK_HASHES,
     "Transactions": TRANSACTIONS,
 }
 

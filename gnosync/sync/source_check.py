@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from gnosync.errors import ChainMismatch
-from gnosync.model import Block, BlockRef
+from gnosync.model import BlockRef
 
 T = TypeVar("T")
 
@@ -25,11 +25,11 @@ Call = Callable[[Callable[[], Awaitable[T]]], Awaitable[T]]
 
 
 class HashSource(Protocol):
-    """One endpoint's blocks, and its name for messages."""
+    """One endpoint's block hashes, and its name for messages."""
 
     url: str
 
-    async def blocks(self, start: int, end: int) -> list[Block]: ...
+    async def block_hashes(self, start: int, end: int) -> dict[int, str]: ...
 
 
 class HashSources(Protocol):
@@ -70,9 +70,8 @@ def chain_mismatch(url: str, height: int, served: str, stored: str) -> ChainMism
     )
 
 
-def hash_differences(stored: dict[int, str], served: list[Block], url: str) -> list[HashDifference]:
+def hash_differences(stored: dict[int, str], by_height: dict[int, str], url: str) -> list[HashDifference]:
     """The stored heights whose hash is not the served one, in height order. Pure."""
-    by_height = {block.height: block.hash for block in served}
     return [
         HashDifference(height, block_hash, by_height.get(height), url)
         for height, block_hash in sorted(stored.items())
@@ -105,8 +104,8 @@ async def stored_against_served(
             continue
         endpoint = source.endpoint_for(last)
 
-        async def served(endpoint: HashSource = endpoint, first: int = first, last: int = last) -> list[Block]:
-            return await endpoint.blocks(first, last)
+        async def served(endpoint: HashSource = endpoint, first: int = first, last: int = last) -> dict[int, str]:
+            return await endpoint.block_hashes(first, last)
 
         for difference in hash_differences(stored, await call(served), endpoint.url):
             yield difference
@@ -115,7 +114,5 @@ async def stored_against_served(
 async def served_hash_if_different(endpoint: HashSource, stored: BlockRef) -> str | None:
     """The hash ``endpoint`` serves for the stored block ``stored``, when it is another
     one; None when it serves the same hash or no such block."""
-    served = await endpoint.blocks(stored.height, stored.height)
-    if served and served[0].height == stored.height and served[0].hash != stored.hash:
-        return served[0].hash
-    return None
+    served = (await endpoint.block_hashes(stored.height, stored.height)).get(stored.height)
+    return served if served is not None and served != stored.hash else None
