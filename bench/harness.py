@@ -156,17 +156,35 @@ class Measured:
 
 
 def run_measured(args: list[str]) -> Measured:
-    """Run ``args`` and wait for it; the peak RSS is that process's own (``ru_maxrss``
-    of its ``wait4``), not the bench's nor any other process's."""
+    """Run ``args`` and wait for it; the peak RSS is that process's own.
+
+    It is the ``VmHWM`` of the program after its exec, polled every 20 ms: ``ru_maxrss``
+    would also count the copy of this (large) bench process the child was forked from
+    before it exec'd, and report the bench's size instead of gnosync's.
+    """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started_at, started = time.time(), time.perf_counter()
         proc = subprocess.Popen(args, stdout=out, stderr=err, cwd=REPO, env=child_env())
-        _, status, usage = os.wait4(proc.pid, 0)
+        peak = 0.0
+        done = threading.Event()
+
+        def poll() -> None:
+            nonlocal peak
+            while not done.is_set():
+                seen = rss_mb(proc.pid, "VmHWM")
+                if seen is not None:
+                    peak = max(peak, seen)
+                done.wait(0.02)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        proc.wait()
+        done.set()
+        poller.join()
         seconds = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
         out.seek(0)
         err.seek(0)
-        return Measured(started_at, seconds, usage.ru_maxrss / 1024, proc.returncode,
+        return Measured(started_at, seconds, peak, proc.returncode,
                         out.read().decode(errors="replace"), err.read().decode(errors="replace"))
 
 
