@@ -29,7 +29,7 @@ resets, malformed or wrong answers, lagging or backwards heights
 the ``/control/*`` routes (:mod:`gnosync.devnet.server`).
 """
 
-from gnosync.devnet.chain import PROFILES, Chain, ChainConfig, gnoland1_exports
+from gnosync.devnet.chain import PROFILES, Chain, ChainConfig, derived_chain_id, gnoland1_exports
 from gnosync.devnet.executor import DEFAULT_MAX_ELEMENTS, Executor, devnet_schema, schema_sdl
 from gnosync.devnet.faults import FaultInjector, Faults
 from gnosync.devnet.server import DEFAULT_PORT, DevnetServer, running_devnet, serve_forever
@@ -44,6 +44,7 @@ __all__ = [
     "Executor",
     "FaultInjector",
     "Faults",
+    "derived_chain_id",
     "devnet_schema",
     "gnoland1_exports",
     "running_devnet",
