@@ -179,3 +179,37 @@ def test_run_devnet_syncs_to_the_tip_and_one_sigint_stops_both(db_dsn: str) -> N
     with pytest.raises(ConnectionRefusedError), socket.create_connection((host, int(port)), timeout=5):
         pass
     assert any('"sync stopped"' in line for line in lines)
+
+
+def _cli_chain(**options: object) -> ChainConfig:
+    """The chain ``gnosync devnet`` serves with these options and no --chain-id."""
+    config = ChainConfig(genesis_txs=2, **options)
+    config.chain_id = derived_chain_id(config)
+    return config
+
+
+def _sync(url: str, dsn: str, start: int, end: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gnosync", "sync", "--from", str(start), "--to", str(end), "--source", url, "--db", dsn],
+        capture_output=True, text=True, timeout=GUARD,
+    )
+
+
+def test_a_database_continues_the_same_devnet_chain_served_taller_and_names_another(db_dsn: str) -> None:
+    from gnosync.devnet import running_devnet
+
+    first = _cli_chain(blocks=30)
+    with running_devnet(first) as url:
+        assert _sync(url, db_dsn, 0, 30).returncode == 0
+    with running_devnet(_cli_chain(blocks=60, block_time=5.0)) as url:
+        result = _sync(url, db_dsn, 31, 60)
+        assert result.returncode == 0, result.stderr
+    other = _cli_chain(blocks=80, seed=2)
+    with running_devnet(other) as url:
+        result = _sync(url, db_dsn, 61, 70)
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        f"gnosync: error: the source serves chain '{other.chain_id}' but the database holds chain"
+        f" '{first.chain_id}'"
+    ), line
