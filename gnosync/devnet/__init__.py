@@ -13,6 +13,9 @@ genesis quirks; see :mod:`gnosync.devnet.chain` and :mod:`gnosync.devnet.executo
 blocks are pushed to ``getBlocks`` subscribers over websocket
 (:mod:`gnosync.devnet.subscriptions`).
 
+``gnosync devnet`` names each chain ``dev-<digest>`` of what shapes it
+(:func:`derived_chain_id`), so two different test chains never share a chain id.
+
 For benchmarks it is never the bottleneck: ``ChainConfig(profile="sparse" | "dense")``
 shapes the chain like gnoland1 or packs ~20 transactions into every block, and gnosync's
 own queries are answered from JSON encoded once per height

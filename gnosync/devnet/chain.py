@@ -197,6 +197,10 @@ class ChainConfig:
     event attribute, and a call whose argument and event attribute are not valid UTF-8
     (see :func:`json_bytes`); ``undecodable_txs`` heights hold 20 transactions, one of
     which tx-indexer cannot decode, so ``Block.txs`` leaves it out.
+
+    ``chain_id`` defaults to ``"dev"`` for every config, which suits a test that builds
+    its chains in-process; ``gnosync devnet`` and ``gnosync run --devnet`` give each
+    chain its own id instead (:func:`derived_chain_id`) unless ``--chain-id`` names one.
     """
 
     blocks: int = 1000
