@@ -111,3 +111,35 @@ async def test_per_batch_lines_at_the_tip_go_to_debug(devnet, db_dsn, capsys):
     batches = [line for line in _lines(capsys, seen) if line["message"] == "batch committed"]
     assert {b["level"] for b in batches if b["to_height"] <= 50} == {"info"}
     assert [(b["from_height"], b["level"]) for b in batches if b["to_height"] > 50] == [(51, "debug")]
+
+
+async def test_falling_far_behind_is_a_catch_up_again(devnet, db_dsn, capsys):
+    configure_logging("info", "json")
+    chain, url = devnet(blocks=40, genesis_txs=1)
+    syncer = await open_syncer(url, db_dsn)
+    follower = Follower(syncer, batch_size=50, interval=0.02, policy=QUICK,
+                        tip_summary=TipSummary(catch_up_lag=100, clock=Clock()))
+    task = asyncio.create_task(follower.run())
+    seen: list[dict] = []
+    try:
+        await _until(capsys, seen, lambda lines: any(l["message"].startswith("following the tip") for l in lines),
+                     "following the tip", task)
+        with chain.lock:  # 150 blocks at once: the next turn is far behind
+            for _ in range(150):
+                chain.append_block()
+        await _until(capsys, seen, lambda lines: "following the tip at height 190, lag 0"
+                     in [l["message"] for l in lines], "the tip again", task)
+    finally:
+        follower.stop()
+        await task
+        await close(syncer)
+    lines = _lines(capsys, seen)
+    messages = [line["message"] for line in lines]
+    assert [m for m in messages if m.startswith("following the tip")] == [
+        "following the tip at height 40, lag 0", "following the tip at height 190, lag 0",
+    ]
+    # The second catch-up's batches are at info again, between the two announcements.
+    second = [l for l in lines if l["message"] == "batch committed" and l["from_height"] > 40]
+    assert second and second[0]["from_height"] == 41 and max(l["to_height"] for l in second) == 190
+    first_tip = messages.index("following the tip at height 40, lag 0")
+    assert all(first_tip < lines.index(l) < messages.index("following the tip at height 190, lag 0") for l in second)
