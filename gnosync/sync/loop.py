@@ -134,7 +134,7 @@ class TipSummary:
     """
 
     def __init__(self, every: float = 60.0, *, catch_up_lag: int = 100,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.every = every
         self.catch_up_lag = catch_up_lag
         self._clock = clock
@@ -217,7 +217,8 @@ class Follower:
     Only the holder of the writer lock syncs; a second process waits as a standby and
     takes over when the leader's lock goes away. Every commit, fetch answer and retry
     beats ``liveness`` (a whole catch-up is one turn of the loop, and must not look
-    hung); metrics follow each step, and a catch-up shows ``progress``.
+    hung); metrics follow each step, and a catch-up shows ``progress``. At the tip,
+    ``tip_summary`` logs one line a minute in place of the per-batch ones.
     """
 
     def __init__(
