@@ -341,6 +341,8 @@ class Gnosync:
         run = self.run
         args = [GNOSYNC, "run", "--source", run.a.url, "--source", run.b.url, "--db", run.dsn,
                 "--db-schema", SCHEMA, "--http", "127.0.0.1:0", "--log-format", "json",
+                # Every commit's line, also at the tip (where info level summarises them).
+                "--log-level", "debug",
                 "--batch-size", str(self.batch_size), "--interval", str(self.interval)]
         self.started = now()
         self.proc = await asyncio.create_subprocess_exec(

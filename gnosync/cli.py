@@ -154,8 +154,11 @@ def main() -> None:
 @click.option("--fetch-concurrency", type=int, help="Ranges fetched at once during a catch-up [default: 4].")
 @click.option("--subscribe/--no-subscribe", default=None, help="Wake on the source's new-block subscription [default: on].")
 @click.option("--http", help="Address for /metrics, /healthz, /readyz, /status [default: 127.0.0.1:9464, or a free port when that is taken; 'off' disables].")
-def run(**flags: Any) -> None:
+@click.option("--devnet", is_flag=True, help="Try gnosync out: serve `gnosync devnet`'s default chain (growing a block a second) on a free port in this process, and sync from it; Ctrl-C stops both. Not with --source.")
+def run(devnet: bool, **flags: Any) -> None:
     """Sync to the tip, then follow it until stopped (SIGINT/SIGTERM)."""
+    if devnet:
+        flags["source"] = (_trial_devnet(flags["source"]),)
     settings = _settings(**flags)
 
     async def main() -> None:
@@ -434,18 +437,46 @@ def repair(start: int | None, end: int | None, against_source: bool, as_json: bo
         sys.exit(1)
 
 
+def _devnet_config(*, chain_id: str | None = None, genesis_txs: int = 300, **options: Any) -> Any:
+    """The ``ChainConfig`` of the chain ``gnosync devnet`` serves with these options:
+    genesis built from the gnoland1 exports' files when they are found, and, without a
+    ``chain_id``, the chain's own derived id (:func:`gnosync.devnet.derived_chain_id`)."""
+    from gnosync.devnet import ChainConfig, derived_chain_id, gnoland1_exports
+
+    config = ChainConfig(
+        chain_id=chain_id or "dev", genesis_txs=genesis_txs, genesis_files=gnoland1_exports(), **options
+    )
+    if chain_id is None:
+        config.chain_id = derived_chain_id(config)
+    return config
+
+
+def _trial_devnet(given_sources: tuple[str, ...]) -> str:
+    """``run --devnet``: serve the default devnet chain, growing a block a second, in
+    this process until the command ends; return its GraphQL URL."""
+    from gnosync.devnet import Chain, running_devnet
+    from gnosync.devnet.server import banner
+
+    if given_sources:
+        raise ConfigError("--devnet serves its own test chain: give --devnet or --source, not both")
+    chain = Chain(_devnet_config(block_time=1.0))
+    url = click.get_current_context().with_resource(running_devnet(chain, port=0))
+    click.echo(f"{banner(chain, url)} (a test chain; it stops with gnosync)", err=True)
+    return url
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8546, show_default=True)
 @click.option("--blocks", type=click.IntRange(min=1), default=1000, show_default=True, help="Initial tip height.")
 @click.option("--block-time", type=click.FloatRange(min=0, min_open=True), help="Grow by one block every S seconds.")
 @click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--chain-id", default="dev", show_default=True)
+@click.option("--chain-id", help="Chain id [default: dev-<hash of --seed, --txs files and the other options that shape the chain>, so different chains never share one].")
 @click.option("--no-genesis", is_flag=True, help="Start at height 1 instead of serving a genesis block.")
 @click.option("--genesis-txs", type=click.IntRange(min=0), default=300, show_default=True, help="Transactions in the genesis block: package deployments with real-sized files (the gnoland1 exports' when found), a few MB in all.")
 @click.option("--hostile-tx", "hostile_txs", type=click.IntRange(min=1), multiple=True, metavar="HEIGHT", help="Put transactions carrying NUL and bytes that are not UTF-8 at HEIGHT (repeatable).")
 @click.option("--undecodable-tx", "undecodable_txs", type=click.IntRange(min=1), multiple=True, metavar="HEIGHT", help="Put 20 transactions at HEIGHT, one of them left out of Block.txs as tx-indexer does with what it cannot decode (repeatable).")
-@click.option("--txs", "txs_files", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True, help="Amino-JSON transactions (jsonl) to place on the chain.")
+@click.option("--txs", "txs_files", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True, metavar="FILE", help="Amino-JSON transactions (jsonl) to place on the chain, spread over heights 1..--blocks by timestamp; repeat --txs for several files.")
 @click.option("--max-elements", type=click.IntRange(min=1), default=10_000, show_default=True, help="Per-query result cap.")
 @click.option("--fault-rate", type=click.FloatRange(0, 1), help="Share of GraphQL requests that fail (HTTP 500/502/503/429, stalls, resets, malformed answers, GraphQL errors).")
 @click.option("--fault-seed", type=int, default=0, show_default=True, help="Seed of the fault sequence.")
@@ -459,7 +490,7 @@ def devnet(
     blocks: int,
     block_time: float | None,
     seed: int,
-    chain_id: str,
+    chain_id: str | None,
     no_genesis: bool,
     genesis_txs: int,
     hostile_txs: tuple[int, ...],
@@ -478,17 +509,21 @@ def devnet(
     Faults can be turned on with --fault-rate, or at any time through the
     /control/faults route (GET it for the current config and counts). New blocks
     are pushed to websocket subscribers (subscription { getBlocks(...) }).
-    """
-    from gnosync.devnet import ChainConfig, Faults, gnoland1_exports, serve_forever
 
-    config = ChainConfig(
+    Each chain gets its own chain id unless --chain-id names one: a database synced
+    from one devnet refuses a different chain (exit 3) instead of mixing them, and
+    takes up the same chain again when it is served with another --block-time (or,
+    without --txs, another --blocks).
+    """
+    from gnosync.devnet import Faults, serve_forever
+
+    config = _devnet_config(
         blocks=blocks,
         block_time=block_time,
         seed=seed,
         chain_id=chain_id,
         genesis=not no_genesis,
         genesis_txs=genesis_txs,
-        genesis_files=gnoland1_exports(),
         hostile_txs=hostile_txs,
         undecodable_txs=undecodable_txs,
         txs_files=list(txs_files),

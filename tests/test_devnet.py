@@ -672,7 +672,9 @@ def test_serve_forever_prints_its_url_and_stops_on_sigterm() -> None:
     )
     try:
         line = process.stdout.readline().strip()
-        prefix = "gnosync devnet serving chain 't1' heights 0..42 at http://127.0.0.1:"
+        chain = Chain(ChainConfig(blocks=42, chain_id="t1"))
+        total = chain.num_txs(0) + chain.total_txs(42)
+        prefix = f"gnosync devnet serving chain 't1' heights 0..42, {total:,} transactions at http://127.0.0.1:"
         assert line.startswith(prefix) and line.endswith("/graphql/query"), line
         url = line.rsplit(" ", 1)[1]
         import urllib.request

@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -543,7 +544,7 @@ def _check_cli_devnet(process: subprocess.Popen[str]) -> None:
     try:
         line = process.stdout.readline().strip()
         url = line.rsplit(" ", 1)[1]
-        assert line.startswith("gnosync devnet serving chain 'dev' heights 0..42 at "), line
+        assert re.match(r"gnosync devnet serving chain 'dev-[0-9a-f]{10}' heights 0\.\.42, [\d,]+ transactions at ", line), line
         assert "injecting faults" in process.stdout.readline()
         control_url = url.replace("/graphql/query", "/control/faults")
         with urllib.request.urlopen(control_url, timeout=GUARD) as response:

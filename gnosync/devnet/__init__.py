@@ -13,6 +13,9 @@ genesis quirks; see :mod:`gnosync.devnet.chain` and :mod:`gnosync.devnet.executo
 blocks are pushed to ``getBlocks`` subscribers over websocket
 (:mod:`gnosync.devnet.subscriptions`).
 
+``gnosync devnet`` names each chain ``dev-<digest>`` of what shapes it
+(:func:`derived_chain_id`), so two different test chains never share a chain id.
+
 For benchmarks it is never the bottleneck: ``ChainConfig(profile="sparse" | "dense")``
 shapes the chain like gnoland1 or packs ~20 transactions into every block, and gnosync's
 own queries are answered from JSON encoded once per height
@@ -29,7 +32,7 @@ resets, malformed or wrong answers, lagging or backwards heights
 the ``/control/*`` routes (:mod:`gnosync.devnet.server`).
 """
 
-from gnosync.devnet.chain import PROFILES, Chain, ChainConfig, gnoland1_exports
+from gnosync.devnet.chain import PROFILES, Chain, ChainConfig, derived_chain_id, gnoland1_exports
 from gnosync.devnet.executor import DEFAULT_MAX_ELEMENTS, Executor, devnet_schema, schema_sdl
 from gnosync.devnet.faults import FaultInjector, Faults
 from gnosync.devnet.server import DEFAULT_PORT, DevnetServer, running_devnet, serve_forever
@@ -44,6 +47,7 @@ __all__ = [
     "Executor",
     "FaultInjector",
     "Faults",
+    "derived_chain_id",
     "devnet_schema",
     "gnoland1_exports",
     "running_devnet",

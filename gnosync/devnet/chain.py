@@ -88,6 +88,7 @@ __all__ = [
     "Chain",
     "ChainConfig",
     "bech32_address",
+    "derived_chain_id",
     "format_time_ns",
     "gnoland1_exports",
     "go_string",
@@ -196,6 +197,10 @@ class ChainConfig:
     event attribute, and a call whose argument and event attribute are not valid UTF-8
     (see :func:`json_bytes`); ``undecodable_txs`` heights hold 20 transactions, one of
     which tx-indexer cannot decode, so ``Block.txs`` leaves it out.
+
+    ``chain_id`` defaults to ``"dev"`` for every config, which suits a test that builds
+    its chains in-process; ``gnosync devnet`` and ``gnosync run --devnet`` give each
+    chain its own id instead (:func:`derived_chain_id`) unless ``--chain-id`` names one.
     """
 
     blocks: int = 1000
@@ -296,6 +301,37 @@ class ChainConfig:
                 self.txs_files = list(exports)
                 if self.txs_span is None:
                     self.txs_span = GNOLAND1_HEIGHT
+
+
+# ChainConfig fields that do not change which blocks and transactions a height holds:
+# how far the chain reaches and grows, the name, and how answers are cached. Every other
+# field (a new one included) shapes the chain, so it goes into derived_chain_id.
+_NOT_CHAIN_SHAPING = frozenset({"chain_id", "blocks", "block_time", "profile", "answer_cache_mb", "read_ahead"})
+
+
+def derived_chain_id(config: ChainConfig, prefix: str = "dev") -> str:
+    """``dev-<10 hex digits>``: a chain id of its own for every chain ``config`` shapes.
+
+    The digest covers every field that changes what a height holds (seed, genesis,
+    density, odd heights, ``txs_span``) and the bytes of the ``genesis_files`` and
+    ``txs_files``, not their paths. Two configs get the same id exactly when they serve
+    the same chain, so a database synced from one devnet refuses another devnet's chain
+    with a chain-id mismatch rather than a hash mismatch, and takes up again the same
+    chain served later, however many blocks it starts with.
+    """
+    digest = hashlib.sha256()
+    for item in fields(ChainConfig):
+        if item.name in _NOT_CHAIN_SHAPING:
+            continue
+        value = getattr(config, item.name)
+        digest.update(item.name.encode() + b"=")
+        if item.name in ("genesis_files", "txs_files"):
+            for path in value:
+                digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+        else:
+            digest.update(repr(value).encode())
+        digest.update(b"\x00")
+    return f"{prefix}-{digest.hexdigest()[:10]}"
 
 
 def _recording_explicit(init: Callable[..., None]) -> Callable[..., None]:
@@ -900,9 +936,13 @@ class Chain:
         self._special.update(dict.fromkeys(config.undecodable_txs, "undecodable"))
         self._special_heights = sorted(self._special)
         self._special_next = 0
+        # Transactions read from config.txs_files (duplicates dropped), for the banner.
+        self.loaded_txs = 0
         if config.txs_files:
             self._file_span = config.txs_span or max(1, config.blocks)
-            self._pool_file_txs(_load_txs_files(config.txs_files), self._file_span)
+            loaded = _load_txs_files(config.txs_files)
+            self.loaded_txs = len(loaded)
+            self._pool_file_txs(loaded, self._file_span)
         self._next_sparse = self._file_span + 1 + self._sparse_gap()
         self._extend_placement(self._tip)
         self._templates: list[_Template] | None = None

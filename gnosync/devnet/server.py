@@ -54,7 +54,7 @@ from gnosync.devnet.faults import (
 )
 from gnosync.devnet.subscriptions import DEFAULT_KEEPALIVE, SubscriptionHub, is_websocket
 
-__all__ = ["DEFAULT_PORT", "DevnetServer", "running_devnet", "serve_forever"]
+__all__ = ["DEFAULT_PORT", "DevnetServer", "banner", "running_devnet", "serve_forever"]
 
 DEFAULT_PORT = 8546  # tx-indexer's default HTTP port
 GRAPHQL_PATH = "/graphql/query"
@@ -558,14 +558,29 @@ def serve_forever(
 
     With ``prepare``, hashes the chain and encodes the answers to gnosync's queries
     (``Chain.prepare(encode=True)``) before listening. Prints one line once the server
-    listens::
+    listens (see :func:`banner`)::
 
-        gnosync devnet serving chain '<id>' heights <lowest>..<tip> at http://HOST:PORT/graphql/query
+        gnosync devnet serving chain '<id>' heights <lowest>..<tip>, <N> transactions at http://HOST:PORT/graphql/query
 
     and, when ``faults`` makes anything happen, a second line about them.
     """
     chain = Chain(config)
     return asyncio.run(_serve(chain, host, port, max_elements, faults, prepare))
+
+
+def banner(chain: Chain, url: str) -> str:
+    """The devnet's start-up line: chain id, heights, transactions, and the URL last
+    (scripts take the line's last word)."""
+    total = chain.num_txs(0) + chain.total_txs(chain.tip)  # genesis holds none without one
+    files = len(chain.config.txs_files)
+    loaded = (
+        f" ({chain.loaded_txs:,} loaded from {files} transaction file{'s' if files > 1 else ''})"
+        if files else ""
+    )
+    return (
+        f"gnosync devnet serving chain '{chain.chain_id}' heights {chain.lowest}..{chain.tip},"
+        f" {total:,} transactions{loaded} at {url}"
+    )
 
 
 async def _serve(
@@ -592,11 +607,7 @@ async def _serve(
             if stop.is_set():
                 return 0
         await server.start()
-        print(
-            f"gnosync devnet serving chain '{chain.chain_id}' heights "
-            f"{chain.lowest}..{chain.tip} at {server.url}",
-            flush=True,
-        )
+        print(banner(chain, server.url), flush=True)
         if server.faults.active:
             rate = server.faults.transport_rate
             drops = server.faults.drop_subscriptions

@@ -110,7 +110,9 @@ def exc_kind(exc: BaseException) -> str:
     return exc.kind if isinstance(exc, GnosyncError) else type(exc).__name__
 
 
-def _log_batch(done: Committed, seconds: float | None = None) -> None:
+def _log_batch(done: Committed, seconds: float | None = None, *, at_tip: bool = False) -> None:
+    """One line per committed batch: info while catching up, debug at the tip (where
+    :class:`TipSummary` says what happened once a minute instead)."""
     if not done.blocks:
         return
     fields: dict[str, object] = {
@@ -119,7 +121,53 @@ def _log_batch(done: Committed, seconds: float | None = None) -> None:
     }
     if seconds is not None:
         fields["duration_ms"] = round(seconds * 1000, 1)
-    log.info("batch committed", **fields)
+    (log.debug if at_tip else log.info)("batch committed", **fields)
+
+
+class TipSummary:
+    """What following the tip logs at info level: one line when the tip is reached,
+    then one summary line every ``every`` seconds (measured on ``clock``).
+
+    A turn that finds the source more than ``catch_up_lag`` blocks ahead is a catch-up
+    again (after an outage, say): its batches log at info, and reaching the tip is
+    announced anew.
+    """
+
+    def __init__(self, every: float = 60.0, *, catch_up_lag: int = 100,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self.catch_up_lag = catch_up_lag
+        self._clock = clock
+        self.following = False
+        self._since = 0.0
+        self._blocks = 0
+        self._txs = 0
+
+    def turn(self, start: int, tip: int) -> None:
+        """A turn syncs ``start..tip``: a long way behind, the catch-up starts again."""
+        if self.following and tip - start + 1 > self.catch_up_lag:
+            self.following = False
+
+    def committed(self, done: Committed) -> None:
+        if self.following:
+            self._blocks += done.blocks
+            self._txs += done.transactions
+
+    def at_tip(self, height: int) -> None:
+        """The stored chain reached the source's height ``height``."""
+        now = self._clock()
+        if not self.following:
+            self.following = True
+            self._since, self._blocks, self._txs = now, 0, 0
+            log.info(f"following the tip at height {height}, lag 0", height=height, lag=0)
+            return
+        if now - self._since >= self.every:
+            minute = "minute" if self.every == 60 else f"{self.every:g} s"
+            log.info(
+                f"at the tip: {self._blocks} blocks, {self._txs} txs in the last {minute}, height {height}",
+                blocks=self._blocks, txs=self._txs, height=height, seconds=round(now - self._since, 1),
+            )
+            self._since, self._blocks, self._txs = now, 0, 0
 
 
 class Blockage:
@@ -169,7 +217,8 @@ class Follower:
     Only the holder of the writer lock syncs; a second process waits as a standby and
     takes over when the leader's lock goes away. Every commit, fetch answer and retry
     beats ``liveness`` (a whole catch-up is one turn of the loop, and must not look
-    hung); metrics follow each step, and a catch-up shows ``progress``.
+    hung); metrics follow each step, and a catch-up shows ``progress``. At the tip,
+    ``tip_summary`` logs one line a minute in place of the per-batch ones.
     """
 
     def __init__(
@@ -189,6 +238,7 @@ class Follower:
         liveness: Liveness | None = None,
         progress: BackfillProgress | None = None,
         watcher: TipWatcher | None = None,
+        tip_summary: TipSummary | None = None,
     ):
         self.syncer = syncer
         self.batch_size = batch_size
@@ -204,6 +254,7 @@ class Follower:
         self.liveness = liveness or Liveness.for_interval(interval)
         self.progress = progress or BackfillProgress()
         self.watcher = watcher
+        self.tip_summary = tip_summary or TipSummary()
         self.stopping = asyncio.Event()
         self._standby = False
 
@@ -287,10 +338,14 @@ class Follower:
                 await store.state.update_state(status="synced", last_error=None, error_count=0)
             self._recovered()
             self.progress.close()
+            self.tip_summary.at_tip(tip)
             return True
+        summary = self.tip_summary
+        summary.turn(start, tip)
 
         def committed(done: Committed, seconds: float) -> None:
-            _log_batch(done, seconds)
+            _log_batch(done, seconds, at_tip=summary.following)
+            summary.committed(done)
             self.metrics.batch_committed(done.blocks, done.transactions, seconds, done.end, done.last_time)
             self.progress.update(done.end, tip)
             self._recovered()
@@ -301,7 +356,11 @@ class Follower:
             on_commit=committed, on_retry=self._on_retry, on_progress=self.liveness.beat,
             sleep=self._backoff, stopping=self.stopping,
         )
-        return await backfill.run(start, tip, tip=tip) >= tip
+        reached = await backfill.run(start, tip, tip=tip)
+        if reached < tip:
+            return False
+        summary.at_tip(tip)
+        return True
 
     def _recovered(self) -> None:
         was_stuck = self.blockage.stuck
