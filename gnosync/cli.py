@@ -51,7 +51,7 @@ NO_SOURCE = (
 def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML config file."),
-        click.option("--db", help="PostgreSQL DSN [env GNOSYNC_DB]; embedded PostgreSQL when unset."),
+        click.option("--db", help="PostgreSQL DSN [env GNOSYNC_DB]; an embedded PostgreSQL when unset, which keeps running after gnosync exits (`gnosync db stop` stops it)."),
         click.option("--db-schema", help="PostgreSQL schema to write [default: indexer]."),
         click.option("--source", multiple=True, help="tx-indexer GraphQL URL; repeat for several [env GNOSYNC_SOURCE, comma-separated]."),
         click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True),
