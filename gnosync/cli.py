@@ -337,15 +337,13 @@ def status(as_json: bool, **flags: Any) -> None:
     async def main() -> dict[str, Any]:
         if not settings.db and not is_initialised(settings.data_dir):
             where = settings.data_dir or default_data_dir()
-            return not_initialised(settings.component, None, f"no embedded PostgreSQL in {where} yet")
-        dsn = await _dsn(settings)
-        async with _store(settings, migrate=False, dsn=dsn) as store:
-            database = redact_dsn(dsn)
+            return not_initialised(settings.component, f"no embedded PostgreSQL in {where} yet")
+        async with _store(settings, migrate=False) as store:
             if not settings.sources:
-                return await status_report(store, None, settings.component, database=database)
+                return await status_report(store, None, settings.component)
             options = {**settings.client_options(), "timeout": 5.0}
             async with SourcePool(settings.sources, **options) as source:
-                return await status_report(store, source, settings.component, database=database)
+                return await status_report(store, source, settings.component)
 
     report = _run(main())
     if as_json:

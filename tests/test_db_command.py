@@ -90,7 +90,8 @@ def test_embedded_database_found_used_and_stopped(embedded):
     assert psql(dsn, "SELECT count(*) FROM pg_namespace WHERE nspname = 'indexer'") == "0"
     text = gnosync("status", env=env)
     assert text.returncode == 0 and f"database       {dsn}" in text.stdout
-    assert gnosync("migrate", env=env).returncode == 0
+    migrated = gnosync("migrate", env=env)
+    assert migrated.returncode == 0 and f"using embedded PostgreSQL {dsn} in {data_dir}" in migrated.stderr
     assert orjson.loads(gnosync("status", "--json", env=env).stdout)["status"] == "never synced"
 
     # `db stop` stops it; psql then finds nothing, and a second stop says so.

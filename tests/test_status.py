@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import urllib.request
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -82,6 +83,13 @@ def test_status_and_logs_show_the_writers_pid_and_host(devnet, db_dsn):
             ("standby", standby.pid, host)
         ]
         assert report["sources"] == [{"url": url, "up": True, "height": report["source_height"], "error": None}]
+
+        # GET /status serves the same object.
+        (serving,) = log_events(leader, "serving metrics and health")
+        with urllib.request.urlopen(serving["url"] + "/status", timeout=30) as response:
+            served = orjson.loads(response.read())
+        assert served["database"] == report["database"]
+        assert (served["leader"]["pid"], served["leader"]["host"]) == (leader.pid, host)
 
         text = gnosync("status", "--db", dsn, "--source", url)
         assert text.returncode == 0, text.stderr

@@ -21,30 +21,24 @@ NOT_INITIALISED = "not initialised"
 INITIALISE_HINT = "`gnosync migrate` creates the tables; `gnosync run` creates them and syncs"
 
 
-def not_initialised(component: str, database: str | None, why: str) -> dict[str, Any]:
-    """The report for a database gnosync has not set up yet (``why`` says what is missing)."""
-    report: dict[str, Any] = {"component": component}
-    if database is not None:
-        report["database"] = database
-    report.update(last_block_h=None, status=NOT_INITIALISED, hint=f"{why}; {INITIALISE_HINT}")
+def not_initialised(component: str, why: str) -> dict[str, Any]:
+    """The report when there is no database yet (``why`` says what is missing)."""
+    report = {"component": component, "database": None, "last_block_h": None}
+    report.update(status=NOT_INITIALISED, hint=f"{why}; {INITIALISE_HINT}")
     return _redacted(report)
 
 
-async def status_report(
-    store: Store, source: SourcePool | None, component: str, *, database: str | None = None
-) -> dict[str, Any]:
+async def status_report(store: Store, source: SourcePool | None, component: str) -> dict[str, Any]:
     """The stored sync state, the writer processes, and the source's height and the lag.
 
     Reads only: it works while ``gnosync run`` is running elsewhere, and never creates
     anything; a schema without gnosync's tables gives ``status: "not initialised"``
-    and a ``hint``. ``database`` (a password-free DSN) is shown as given. A source that
+    and a ``hint``. ``database`` is the store's DSN, password-free. A source that
     does not answer leaves ``source_height`` and ``lag`` null and says why in
     ``source_error``. Every text in it is redacted (:func:`gnosync.redact.redact_text`),
     whoever wrote it: a ``last_error`` stored by an older gnosync, or a library's message.
     """
-    report: dict[str, Any] = {"component": component}
-    if database is not None:
-        report["database"] = database
+    report: dict[str, Any] = {"component": component, "database": store.dsn}
     try:
         state = await store.state.get_state()
     except StoreError as exc:
