@@ -63,6 +63,7 @@ def test_embedded_database_found_used_and_stopped(embedded):
     report = orjson.loads(gnosync("status", "--json", env=env).stdout)
     assert report["status"] == "not initialised"
     assert "gnosync migrate" in report["hint"] and "gnosync run" in report["hint"]
+    assert report["database"] is None and report["leader"] is None and report["lag"] is None
     assert not data_dir.exists()
 
     # `db url` starts the server and prints one DSN that psql and asyncpg both take.

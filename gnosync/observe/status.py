@@ -25,6 +25,7 @@ def not_initialised(component: str, why: str) -> dict[str, Any]:
     """The report when there is no database yet (``why`` says what is missing)."""
     report = {"component": component, "database": None, "last_block_h": None}
     report.update(status=NOT_INITIALISED, hint=f"{why}; {INITIALISE_HINT}")
+    report.update(leader=None, standbys=[], source_height=None, lag=None)
     return _redacted(report)
 
 
