@@ -4,6 +4,7 @@ leader and a standby running, named by gnosync's pid and host in fields, never r
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import urllib.request
@@ -12,6 +13,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
+
+from gnosync.store.lock import APPLICATION_NAME_BYTES, leader_name, parse_writer_name, standby_name
 
 from .test_cli import gnosync, log_events, start, started, wait_for
 
@@ -110,3 +113,33 @@ def test_status_and_logs_show_the_writers_pid_and_host(devnet, db_dsn):
         for proc in (leader, standby):
             if proc is not None:
                 proc.wait(timeout=30)
+
+
+def test_writer_names_keep_role_pid_and_host_within_postgresql_limit():
+    name = leader_name("indexer", "block_sync", pid=1234, host="node-1")
+    assert name == "gnosync leader indexer.block_sync 1234@node-1"
+    assert parse_writer_name(name) == (1234, "node-1")
+    # A long schema and component are cut, never the role or pid@host.
+    long = standby_name("s" * 63, "c" * 80, pid=4_194_304, host="h" * 64 + ".example.org")
+    assert len(long.encode()) <= APPLICATION_NAME_BYTES and long.startswith("gnosync standby sss")
+    assert parse_writer_name(long) == (4_194_304, "h" * 24)
+    # PostgreSQL would show non-ASCII as '?': the host is written that way already.
+    assert parse_writer_name(leader_name("ïndexer", "x", pid=7, host="hôte 2")) == (7, "h?te?2")
+    # A name written by an older gnosync, or by something else, has neither.
+    assert parse_writer_name("gnosync leader indexer.block_sync") == (None, None)
+    assert parse_writer_name("psql 12@x") == (None, None)
+
+
+async def test_writers_read_back_pid_and_host_from_postgresql_with_a_long_component(db_dsn):
+    from gnosync.store import Store
+
+    store = await Store.connect(db_dsn, component="c" * 80)
+    try:
+        assert await store.claim_writer(wait=False)
+        (writer,) = await store.writers()
+        assert len(writer.application_name.encode()) <= APPLICATION_NAME_BYTES
+        assert (writer.role, writer.pid, writer.host) == ("leader", os.getpid(), socket.gethostname()[:24])
+        assert writer.backend_pid != os.getpid()
+        assert str(writer).startswith(f"leader pid {os.getpid()} on host ")
+    finally:
+        await store.close()
