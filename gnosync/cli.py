@@ -1,4 +1,4 @@
-"""The ``gnosync`` command: run, sync, status, migrate, devnet.
+"""The ``gnosync`` command: run, sync, status, migrate, verify, repair, db, devnet.
 
 Every failure a user can cause or fix (a bad flag, DSN or URL, an unreachable source, a
 chain mismatch) ends as one line on stderr and a non-zero exit; nothing half-written is
@@ -8,6 +8,8 @@ left behind because every write is one transaction.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -23,8 +25,8 @@ from gnosync.errors import ConfigError, GnosyncError
 from gnosync.observe.http import DEFAULT_ADDRESS, AddressInUse, Liveness, ObserveServer, parse_address
 from gnosync.observe.logs import configure_logging
 from gnosync.observe.metrics import SyncMetrics
-from gnosync.observe.status import status_report
-from gnosync.redact import redact_text
+from gnosync.observe.status import not_initialised, status_lines, status_report
+from gnosync.redact import redact_dsn, redact_text
 from gnosync.retry import RetryPolicy
 from gnosync.settings import Settings, load_settings
 from gnosync.source.pool import SourcePool
@@ -49,7 +51,7 @@ NO_SOURCE = (
 def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML config file."),
-        click.option("--db", help="PostgreSQL DSN [env GNOSYNC_DB]; embedded PostgreSQL when unset."),
+        click.option("--db", help="PostgreSQL DSN [env GNOSYNC_DB]; an embedded PostgreSQL when unset, which keeps running after gnosync exits (`gnosync db stop` stops it)."),
         click.option("--db-schema", help="PostgreSQL schema to write [default: indexer]."),
         click.option("--source", multiple=True, help="tx-indexer GraphQL URL; repeat for several [env GNOSYNC_SOURCE, comma-separated]."),
         click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True),
@@ -71,20 +73,28 @@ def _run(main: Awaitable[T]) -> T:
     return asyncio.run(main)
 
 
+# How the embedded server lives; said wherever gnosync starts or names it.
+EMBEDDED_LIFECYCLE = "it keeps running after gnosync exits; `gnosync db stop` stops it"
+
+
 async def _dsn(settings: Settings) -> str:
     if settings.db:
         return settings.db
     from gnosync.store.embedded import start_embedded
 
     dsn, data_dir = await asyncio.to_thread(start_embedded, settings.data_dir)
-    click.echo(f"gnosync: using embedded PostgreSQL in {data_dir} (set --db or GNOSYNC_DB to use your own)", err=True)
+    click.echo(
+        f"gnosync: using embedded PostgreSQL {redact_dsn(dsn)} in {data_dir};"
+        f" {EMBEDDED_LIFECYCLE} (set --db or GNOSYNC_DB to use your own)",
+        err=True,
+    )
     return dsn
 
 
 @asynccontextmanager
-async def _store(settings: Settings, *, migrate: bool) -> AsyncIterator[Store]:
+async def _store(settings: Settings, *, migrate: bool, dsn: str | None = None) -> AsyncIterator[Store]:
     store = await Store.connect(
-        await _dsn(settings),
+        dsn or await _dsn(settings),
         schema=settings.db_schema,
         component=settings.component,
         checkpoint_every=settings.checkpoint_every,
@@ -177,7 +187,11 @@ def run(devnet: bool, **flags: Any) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal)
         try:
-            async with _source(settings) as source, _store(settings, migrate=True) as store:
+            sources = _source(settings)  # a missing source is reported before anything starts
+            dsn = await _dsn(settings)
+            if settings.db:
+                log.info("using PostgreSQL", dsn=redact_dsn(dsn), schema=settings.db_schema)
+            async with sources as source, _store(settings, migrate=True, dsn=dsn) as store:
                 await _first_contact(settings, source)
                 state = await store.state.get_state()
                 metrics = SyncMetrics()
@@ -309,10 +323,24 @@ def sync_command(start: int, end: int, **flags: Any) -> None:
 @_common
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(as_json: bool, **flags: Any) -> None:
-    """Show the sync state stored in the database, and the lag behind the source."""
+    """Show the sync state, the writers and the lag behind the source.
+
+    The report names the database (its DSN, password-free), the state stored in it,
+    the gnosync processes writing it (pid and host) and the source's height.
+
+    Reads only, and creates nothing: a database without gnosync's tables is reported
+    as "not initialised" (exit 0); `gnosync migrate` or `gnosync run` sets it up.
+    Without --db it reports on the embedded PostgreSQL, starting it if it has data
+    (it keeps running afterwards; `gnosync db stop` stops it).
+    """
+    from gnosync.store.embedded import default_data_dir, is_initialised
+
     settings = _settings(**flags)
 
     async def main() -> dict[str, Any]:
+        if not settings.db and not is_initialised(settings.data_dir):
+            where = settings.data_dir or default_data_dir()
+            return not_initialised(settings.component, f"no embedded PostgreSQL in {where} yet")
         async with _store(settings, migrate=False) as store:
             if not settings.sources:
                 return await status_report(store, None, settings.component)
@@ -324,11 +352,8 @@ def status(as_json: bool, **flags: Any) -> None:
     if as_json:
         click.echo(orjson.dumps(report).decode())
         return
-    width = max(len(key) for key in report)
-    for key, value in report.items():
-        if isinstance(value, list):
-            value = "; ".join(str(item) for item in value) or None
-        click.echo(f"{key:<{width}}  {'-' if value is None else value}")
+    for line in status_lines(report):
+        click.echo(line)
 
 
 @main.command()
@@ -463,6 +488,122 @@ def _trial_devnet(given_sources: tuple[str, ...]) -> str:
     url = click.get_current_context().with_resource(running_devnet(chain, port=0))
     click.echo(f"{banner(chain, url)} (a test chain; it stops with gnosync)", err=True)
     return url
+
+
+PSQL_MISSING = (
+    "psql is not installed: install the PostgreSQL client (Debian/Ubuntu: apt install"
+    " postgresql-client; Fedora: dnf install postgresql; macOS: brew install libpq), or"
+    " connect any client to the DSN `gnosync db url` prints"
+)
+
+
+def find_psql(search_path: str | None, bundled: Path | None) -> str:
+    """The psql to run: the first on ``search_path`` (``PATH``), else ``bundled`` (the
+    one shipped with the embedded PostgreSQL). Raises ``ConfigError`` naming the
+    package to install when there is neither."""
+    found = shutil.which("psql", path=search_path) or (str(bundled) if bundled else None)
+    if found is None:
+        raise ConfigError(PSQL_MISSING)
+    return found
+
+
+def _db_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--db", help="PostgreSQL DSN [env GNOSYNC_DB]; the embedded PostgreSQL when unset.")(fn)
+    return click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML config file.")(fn)
+
+
+def _db_settings(config: Path | None, db: str | None) -> Settings:
+    return _settings(config, "warning", "auto", db=db)
+
+
+async def _usable_dsn(settings: Settings) -> tuple[str, str | None]:
+    """(the DSN without its password, the password or None): what psql takes."""
+    from gnosync.store.dsn import password_of, without_password
+
+    dsn = await _dsn(settings)
+    try:
+        return without_password(dsn), password_of(dsn)
+    except ValueError as exc:
+        raise ConfigError(f"invalid PostgreSQL DSN {redact_dsn(dsn)!r}: {exc}") from None
+
+
+@main.group()
+def db() -> None:
+    """The database: its DSN, a psql prompt, stopping the embedded one.
+
+    Without --db, GNOSYNC_DB or the config file's `db`, gnosync uses an embedded
+    PostgreSQL whose data lives in GNOSYNC_DATA_DIR [default: the user data dir's
+    gnosync/postgres]. The first command that needs it starts it, and by design it
+    keeps running after gnosync exits, so the next command reuses it at once;
+    `gnosync db stop` stops it.
+    """
+
+
+@db.command("url")
+@_db_options
+@click.option("--with-password", is_flag=True, help="Keep the configured DSN's password in it.")
+def db_url(config: Path | None, db: str | None, with_password: bool) -> None:
+    """Print the DSN to use with psql or any driver.
+
+    For example: psql "$(gnosync db url)". The configured database's, or the embedded PostgreSQL's (started if it is not
+    running; it keeps running, `gnosync db stop` stops it). The printed DSN is
+    password-free unless --with-password: psql then reads PGPASSWORD or ~/.pgpass,
+    or asks.
+    """
+    settings = _db_settings(config, db)
+    if with_password and settings.db:
+        click.echo(settings.db)
+        return
+    click.echo(_run(_usable_dsn(settings))[0])
+
+
+@db.command("psql", context_settings={"ignore_unknown_options": True})
+@_db_options
+@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
+def db_psql(config: Path | None, db: str | None, psql_args: tuple[str, ...]) -> None:
+    """Open psql on gnosync's database.
+
+    The database is the one `gnosync db url` names; gnosync's tables are in the schema
+    `indexer` unless another was chosen with --db-schema. Arguments after -- go to psql: gnosync db psql -- -c 'TABLE
+    indexer.app_state'. Uses the psql on PATH, else the one shipped with the embedded
+    PostgreSQL; a password in the DSN reaches psql as PGPASSWORD, never as an argument.
+    """
+    from gnosync.store.embedded import bundled_psql
+
+    settings = _db_settings(config, db)
+    psql = find_psql(os.environ.get("PATH"), bundled_psql())
+    dsn, password = _run(_usable_dsn(settings))
+    env = dict(os.environ)
+    if password is not None:
+        env["PGPASSWORD"] = password
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(psql, [psql, dsn, *psql_args], env)
+
+
+@db.command("stop")
+@_db_options
+def db_stop(config: Path | None, db: str | None) -> None:
+    """Stop the embedded PostgreSQL.
+
+    A fast shutdown: open connections are closed, committed data is kept. The next gnosync command that needs it starts it again;
+    stop `gnosync run` first, or it loses its database. Does nothing to a database
+    given with --db or GNOSYNC_DB.
+    """
+    from gnosync.store.embedded import default_data_dir, stop_embedded
+
+    settings = _db_settings(config, db)
+    if settings.db:
+        raise ConfigError(
+            f"the database is configured ({redact_dsn(settings.db)}, from --db, GNOSYNC_DB or"
+            " the config file) and gnosync does not stop it; `gnosync db stop` stops only"
+            " the embedded PostgreSQL used when none is configured"
+        )
+    data_dir = (settings.data_dir or default_data_dir()).expanduser().resolve()
+    if stop_embedded(data_dir):
+        click.echo(f"gnosync: stopped the embedded PostgreSQL in {data_dir}", err=True)
+    else:
+        click.echo(f"gnosync: no embedded PostgreSQL is running in {data_dir}; nothing to stop", err=True)
 
 
 @main.command()

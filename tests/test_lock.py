@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 import time
 from datetime import datetime
@@ -15,11 +16,12 @@ import pytest
 
 from gnosync.errors import StoreError
 from gnosync.store import NotTheWriter, Store, WriterInfo, writer_lock_key
-from gnosync.store.lock import lock_tag, standby_lock_key
+from gnosync.store.lock import leader_name, lock_tag, standby_lock_key, standby_name
 from tests.test_store import CHAIN, counts, fetch, make_batch
 
-LEADER = "gnosync leader indexer.block_sync"
-STANDBY = "gnosync standby indexer.block_sync"
+# In-process stores name their connections with this process's pid and host.
+LEADER = leader_name("indexer", "block_sync")
+STANDBY = standby_name("indexer", "block_sync")
 # Seconds a wait may take before the test gives up on it: never reached when what is
 # awaited happens. Tests assert what happened and in which order, not how fast.
 GUARD = 60.0
@@ -61,7 +63,7 @@ async def wait_until(predicate, timeout: float = GUARD, what: str = "condition")
 
 async def leader_pid(store: Store) -> int:
     (leader,) = [w for w in await store.writers() if w.role == "leader"]
-    return leader.pid
+    return leader.backend_pid
 
 
 async def standby_count(store: Store) -> int:
@@ -131,7 +133,7 @@ async def test_one_writer_per_schema_whatever_the_component(stores, db_dsn):
     await wait_until(lambda: leaders, what="the standby callback")
     assert leaders[0] is not None and leaders[0].application_name == LEADER
     assert [(w.role, w.application_name) for w in await a.writers()] == [
-        ("leader", LEADER), ("standby", "gnosync standby indexer.other"),
+        ("leader", LEADER), ("standby", standby_name("indexer", "other")),
     ]
     await a.release_writer()
     assert await asyncio.wait_for(claim, 5.0)
@@ -151,7 +153,8 @@ async def test_standby_takes_over_after_release(stores):
     await wait_until(lambda: seen, what="the standby callback")
     assert not claim.done()
     assert seen[0] is not None and seen[0].role == "leader"
-    assert seen[0].pid == await leader_pid(a)
+    assert seen[0].backend_pid == await leader_pid(a)
+    assert (seen[0].pid, seen[0].host) == (os.getpid(), socket.gethostname())
     assert seen[0].application_name == LEADER
 
     await a.release_writer()
@@ -233,11 +236,12 @@ async def test_writers_reports_leader_and_standbys(stores):
     writers = await observer.writers()
     assert [w.role for w in writers] == ["leader", "standby", "standby"]
     assert [w.application_name for w in writers] == [LEADER, STANDBY, STANDBY]
-    assert len({w.pid for w in writers}) == 3
+    assert len({w.backend_pid for w in writers}) == 3
     for w in writers:
         assert isinstance(w.backend_start, datetime)
         assert w.client_addr in ("127.0.0.1", "::1", None)
-        assert w.to_json_dict()["pid"] == w.pid
+        assert w.to_json_dict()["backend_pid"] == w.backend_pid
+        assert w.to_json_dict()["pid"] == w.pid == os.getpid()
     assert writers[1].backend_start <= writers[2].backend_start
     stop.set()
     assert await asyncio.gather(*claims) == [False, False]
@@ -266,10 +270,13 @@ async def test_store_without_the_lock_cannot_write(stores, db_dsn):
     assert isinstance(error, StoreError) and not error.retryable
     message = str(error)
     pid = await leader_pid(a)
-    assert message.startswith(f"another gnosync process (backend pid {pid} from ")
-    assert f"application '{LEADER}') is writing schema indexer at " in message
+    assert message.startswith(
+        f"another gnosync process, leader pid {os.getpid()} on host {socket.gethostname()} since "
+    )
+    assert f" (PostgreSQL backend pid {pid} from " in message
+    assert "), is writing schema indexer at " in message
     assert message.endswith("stop it, or let this one wait as a standby (gnosync run)")
-    assert error.holder is not None and error.holder.pid == pid
+    assert error.holder is not None and error.holder.backend_pid == pid
     assert await counts(db_dsn) == (0, 0, 0)
 
     # State writes are fenced too; reads are not.

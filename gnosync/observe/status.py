@@ -1,35 +1,66 @@
-"""The status report: ``gnosync status --json`` and ``GET /status`` serve the same object."""
+"""The status report: ``gnosync status --json`` and ``GET /status`` serve the same object.
+
+Every value in it is a plain JSON value (strings, numbers, lists, objects), never a
+Python repr; :func:`status_lines` renders it for ``gnosync status`` without ``--json``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from asyncpg import exceptions as pg
+
 from gnosync.errors import SourceError, StoreError
 from gnosync.redact import redact_text
 from gnosync.source.pool import SourcePool
 from gnosync.store import Store
+from gnosync.store.lock import describe_writer
+
+NOT_INITIALISED = "not initialised"
+# What to run on a database without gnosync's tables.
+INITIALISE_HINT = "`gnosync migrate` creates the tables; `gnosync run` creates them and syncs"
+
+
+def not_initialised(component: str, why: str) -> dict[str, Any]:
+    """The report when there is no database yet (``why`` says what is missing)."""
+    report = {"component": component, "database": None, "last_block_h": None}
+    report.update(status=NOT_INITIALISED, hint=f"{why}; {INITIALISE_HINT}")
+    report.update(leader=None, standbys=[], source_height=None, lag=None)
+    return _redacted(report)
 
 
 async def status_report(store: Store, source: SourcePool | None, component: str) -> dict[str, Any]:
     """The stored sync state, the writer processes, and the source's height and the lag.
 
-    Reads only: it works while ``gnosync run`` is running elsewhere. A source that does
-    not answer leaves ``source_height`` and ``lag`` null and says why in ``source_error``.
-    Every text in it is redacted (:func:`gnosync.redact.redact_text`), whoever wrote it:
-    a ``last_error`` stored by an older gnosync, or a library's message.
+    Reads only: it works while ``gnosync run`` is running elsewhere, and never creates
+    anything; a schema without gnosync's tables gives ``status: "not initialised"``
+    and a ``hint``. ``database`` is the store's DSN, password-free. A source that
+    does not answer leaves ``source_height`` and ``lag`` null and says why in
+    ``source_error``. Every text in it is redacted (:func:`gnosync.redact.redact_text`),
+    whoever wrote it: a ``last_error`` stored by an older gnosync, or a library's message.
     """
-    report: dict[str, Any] = {"component": component}
-    state = await store.state.get_state()
-    if state is not None:
-        report.update(state.to_json_dict())
+    report: dict[str, Any] = {"component": component, "database": store.dsn}
+    try:
+        state = await store.state.get_state()
+    except StoreError as exc:
+        if not isinstance(exc.__cause__, (pg.UndefinedTableError, pg.InvalidSchemaNameError)):
+            raise
+        state = None
+        report.update(
+            last_block_h=None, status=NOT_INITIALISED,
+            hint=f"schema {store.schema!r} at {store.where} has no gnosync tables; {INITIALISE_HINT}",
+        )
     else:
-        report.update(last_block_h=None, status="never synced")
+        if state is not None:
+            report.update(state.to_json_dict())
+        else:
+            report.update(last_block_h=None, status="never synced")
     try:
         writers = await store.writers()
     except StoreError:
         writers = []
-    report["leader"] = next((w.describe() for w in writers if w.role == "leader"), None)
-    report["standbys"] = [w.describe() for w in writers if w.role == "standby"]
+    report["leader"] = next((w.to_json_dict() for w in writers if w.role == "leader"), None)
+    report["standbys"] = [w.to_json_dict() for w in writers if w.role == "standby"]
     report["source_height"] = None
     report["lag"] = None
     if source is not None:
@@ -44,6 +75,33 @@ async def status_report(store: Store, source: SourcePool | None, component: str)
     if report["source_height"] is not None and report.get("last_block_h") is not None:
         report["lag"] = report["source_height"] - report["last_block_h"]
     return _redacted(report)
+
+
+def status_lines(report: dict[str, Any]) -> list[str]:
+    """``report`` as aligned ``key  value`` lines, each value in words (``-`` for none)."""
+    width = max(len(key) for key in report)
+    return [f"{key:<{width}}  {_text(key, value)}" for key, value in report.items()]
+
+
+def _text(key: str, value: Any) -> str:
+    if value is None or value == []:
+        return "-"
+    if key == "leader":
+        return describe_writer(value)
+    if key == "standbys":
+        return "; ".join(describe_writer(writer) for writer in value)
+    if key == "sources":
+        return "; ".join(_source_text(health) for health in value)
+    return str(value)
+
+
+def _source_text(health: dict[str, Any]) -> str:
+    state = "up" if health["up"] else "down"
+    if health["height"] is not None:
+        state += f" at height {health['height']}"
+    if health["error"]:
+        state += f" ({health['error']})"
+    return f"{health['url']} {state}"
 
 
 def _redacted(value: Any) -> Any:

@@ -14,7 +14,9 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from gnosync.redact import redact_dsn
 
-__all__ = ["describe_dsn", "is_uri", "parse_pairs", "password_of", "redact_dsn", "to_uri"]
+__all__ = [
+    "describe_dsn", "is_uri", "parse_pairs", "password_of", "redact_dsn", "to_uri", "without_password",
+]
 
 _SCHEMES = ("postgresql://", "postgres://")
 # key = value, where value is a single-quoted string (with \' and \\ escapes) or a word.
@@ -89,6 +91,20 @@ def password_of(dsn: str) -> str | None:
         if key == "password" and value:
             return value
     return None
+
+
+def without_password(dsn: str) -> str:
+    """``dsn`` as a URI with its passwords left out (not masked): still a DSN psql and
+    drivers take, which then read the password from ``PGPASSWORD`` or ``~/.pgpass``, or
+    ask for it. Raises ``ValueError`` on malformed input."""
+    parts = urlsplit(to_uri(dsn))
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    netloc = (userinfo.partition(":")[0] + at + hosts) if at else hosts
+    query = [
+        (key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        if key not in ("password", "sslpassword")
+    ]
+    return parts._replace(netloc=netloc, query=urlencode(query, safe="/", quote_via=quote)).geturl()
 
 
 def describe_dsn(dsn: str) -> str:

@@ -1,7 +1,11 @@
 """An embedded PostgreSQL server (pgserver), for running gnosync without one.
 
-The server keeps running after gnosync exits, so the next run reuses it (and its data);
-it listens on a Unix socket only. :func:`stop_embedded` stops it.
+Lifecycle, by design: the first gnosync command that needs the embedded database starts
+the server, and the server keeps running after that command exits, so the next command
+(a second ``gnosync run``, ``status``, ``db psql``) reuses it and its data at once.
+``gnosync db stop`` (:func:`stop_embedded`) stops it. It listens on a Unix socket only,
+and trusts local connections as the user ``postgres``: :func:`embedded_dsn` is the DSN
+psql and every driver take.
 """
 
 from __future__ import annotations
@@ -28,6 +32,43 @@ SUPERUSER = "postgres"
 
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("gnosync")) / "postgres"
+
+
+def is_initialised(data_dir: Path | None = None) -> bool:
+    """Whether ``data_dir`` holds an embedded server's data (``initdb`` has run there)."""
+    return (_resolve(data_dir) / "PG_VERSION").exists()
+
+
+def running_dsn(data_dir: Path | None = None) -> str | None:
+    """The DSN of the embedded server in ``data_dir`` if it runs, else None; starts nothing."""
+    _import_pgserver()
+    from pgserver.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(_resolve(data_dir))
+    if info is None or not info.is_running():
+        return None
+    return _dsn(info, DATABASE)
+
+
+def bundled_psql() -> Path | None:
+    """The psql that ships with pgserver's PostgreSQL, if present."""
+    _import_pgserver()
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    psql = POSTGRES_BIN_PATH / "psql"
+    return psql if psql.is_file() and os.access(psql, os.X_OK) else None
+
+
+def _import_pgserver() -> None:
+    with warnings.catch_warnings():
+        # pgserver asks platformdirs for a runtime dir it does not need here; the
+        # warning about a missing XDG_RUNTIME_DIR would only confuse users.
+        warnings.simplefilter("ignore")
+        import pgserver  # noqa: F401  (heavy, and only needed here)
+
+
+def _resolve(data_dir: Path | None) -> Path:
+    return Path(data_dir if data_dir is not None else default_data_dir()).expanduser().resolve()
 
 
 def _dsn(info, database: str) -> str:
@@ -63,17 +104,15 @@ def start_embedded(data_dir: Path | None = None) -> tuple[str, Path]:
     initialised on first use. The DSN names the database ``gnosync``, created if absent.
     Raises ``StoreError`` (not retryable) when the server cannot start.
     """
-    data_dir = Path(data_dir if data_dir is not None else default_data_dir())
-    data_dir = data_dir.expanduser().resolve()
+    data_dir = _resolve(data_dir)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     log = data_dir / "log"
     try:
-        with warnings.catch_warnings():
-            # pgserver asks platformdirs for a runtime dir it does not need here; the
-            # warning about a missing XDG_RUNTIME_DIR would only confuse users.
-            warnings.simplefilter("ignore")
-            import pgserver  # heavy, and only needed here
+        _import_pgserver()
+        import pgserver
 
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             server = pgserver.get_server(data_dir, cleanup_mode=None)
         info = server.get_postmaster_info()
     except (subprocess.SubprocessError, OSError, AssertionError) as exc:
@@ -93,20 +132,23 @@ def start_embedded(data_dir: Path | None = None) -> tuple[str, Path]:
     return _dsn(info, DATABASE), data_dir
 
 
-def stop_embedded(data_dir: Path | None = None) -> None:
-    """Stop the embedded server in ``data_dir`` if it runs (fast shutdown)."""
+def stop_embedded(data_dir: Path | None = None) -> bool:
+    """Stop the embedded server in ``data_dir`` if it runs (fast shutdown: open
+    connections are closed, committed data is kept); False when it was not running."""
+    _import_pgserver()
     from pgserver import _commands
     from pgserver.postgres_server import PostgresServer
     from pgserver.utils import PostmasterInfo
 
-    data_dir = Path(data_dir if data_dir is not None else default_data_dir()).expanduser().resolve()
+    data_dir = _resolve(data_dir)
     # Forget the in-process handle so a later start_embedded starts the server again.
     handle = PostgresServer._instances.pop(data_dir, None)
     if handle is not None:
         atexit.unregister(handle._cleanup)
     info = PostmasterInfo.read_from_pgdata(data_dir)
     if info is None or not info.is_running():
-        return
+        return False
     # pgserver runs the server as the user "pgserver" when gnosync runs as root.
     user = "pgserver" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
     _commands.pg_ctl(["-m", "fast", "-w", "stop"], pgdata=data_dir, user=user)
+    return True

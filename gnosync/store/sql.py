@@ -102,7 +102,7 @@ SET_WRITER_KEEPALIVES = (
 WRITERS = (
     "SELECT DISTINCT"
     " CASE WHEN l.mode = 'ExclusiveLock' THEN 'leader' ELSE 'standby' END AS role,"
-    " a.pid, host(a.client_addr) AS client_addr, a.client_port, a.backend_start,"
+    " a.pid AS backend_pid, host(a.client_addr) AS client_addr, a.client_port, a.backend_start,"
     " a.application_name"
     " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
     " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"

@@ -152,6 +152,12 @@ class Store:
             durable_commits=durable_commits,
         )
 
+    @property
+    def dsn(self) -> str | None:
+        """The DSN this store connected with, its password masked: safe to show. None
+        for a store not made by :meth:`connect`."""
+        return redact_dsn(self._uri) if self._uri is not None else None
+
     async def close(self) -> None:
         """Release the writer lock, if held, and close the pool."""
         await self.release_writer()
