@@ -189,8 +189,6 @@ def run(devnet: bool, **flags: Any) -> None:
         try:
             sources = _source(settings)  # a missing source is reported before anything starts
             dsn = await _dsn(settings)
-            if settings.db:
-                log.info("using PostgreSQL", dsn=redact_dsn(dsn), schema=settings.db_schema)
             async with sources as source, _store(settings, migrate=True, dsn=dsn) as store:
                 await _first_contact(settings, source)
                 state = await store.state.get_state()
@@ -215,6 +213,8 @@ def run(devnet: bool, **flags: Any) -> None:
                     ) if settings.subscribe else None,
                 )
                 async with _observe_server(settings, store, source, follower):
+                    if settings.db:  # said once start-up went through, never before an error line
+                        log.info("using PostgreSQL", dsn=redact_dsn(dsn), schema=settings.db_schema)
                     await follower.run()
         except asyncio.CancelledError:
             if follower is not None:
