@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -41,10 +40,11 @@ from graphql import (
     get_named_type,
 )
 
+from .shared_files import require
+
 if TYPE_CHECKING:
     from gnosync.devnet import Chain
 
-UPSTREAM_SCHEMA = Path(__file__).resolve().parents[1].parent / "shared" / "txindexer" / "schema.graphql"
 
 # Stored column -> the served field it holds. ``time``/``time_ns`` and the gas fee
 # columns are compared on their own, below.
@@ -77,9 +77,11 @@ _schema: GraphQLSchema | None = None
 
 
 def upstream_schema() -> GraphQLSchema:
+    """tx-indexer's schema, read on first use: a test that compares skips (see
+    tests/shared_files.py) when it is absent."""
     global _schema
     if _schema is None:
-        _schema = build_schema(UPSTREAM_SCHEMA.read_text())
+        _schema = build_schema(require("schema").read_text())
     return _schema
 
 

@@ -3,6 +3,9 @@
 ``GNOSYNC_TEST_PG`` names a server by a DSN to any of its databases (``.ci/run`` sets it
 to the machine's PostgreSQL). Without it, an embedded PostgreSQL (pgserver) is started
 in a temporary directory for the session.
+
+``@pytest.mark.needs_shared("schema", "gnoland1")`` marks a test that reads files from
+``../shared`` (see tests/shared_files.py): it skips when they are absent.
 """
 
 from __future__ import annotations
@@ -15,6 +18,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+
+from . import shared_files
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "needs_shared(*names): reads these files of ../shared (tests/shared_files.py)")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("needs_shared"):
+        for name in marker.args:
+            shared_files.require(name)
 
 
 def with_database(dsn: str, database: str) -> str:
