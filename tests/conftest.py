@@ -39,6 +39,20 @@ def with_database(dsn: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
+def database_of(dsn: str) -> str:
+    """The database ``dsn`` names, for a TCP DSN and for the embedded server's Unix-socket
+    one alike (``postgresql://postgres:@/name?host=/tmp/...``)."""
+    return urlsplit(dsn).path.lstrip("/")
+
+
+def with_login(dsn: str, user: str, password: str | None = None) -> str:
+    """``dsn`` logging in as ``user`` (with ``password``), host and options kept."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rpartition("@")[2]
+    login = user if password is None else f"{user}:{password}"
+    return urlunsplit(parts._replace(netloc=f"{login}@{host}"))
+
+
 @pytest.fixture(scope="session")
 def pg_server_dsn() -> Iterator[str]:
     configured = os.environ.get("GNOSYNC_TEST_PG")
