@@ -11,20 +11,20 @@ from graphql import build_schema, parse, validate
 
 from gnosync.devnet import schema_sdl
 
+from . import shared_files
 from .compare import (
     BLOCKS_QUERY,
     TRANSACTIONS_QUERY,
+    UPSTREAM_SCHEMA,
     block_type,
     transaction_type,
     differences,
     rfc3339_nano,
     selection,
     source_data,
-    UPSTREAM_SCHEMA,
     transaction_differences,
     upstream_schema,
 )
-from . import shared_files
 from .test_cli import gnosync
 
 
