@@ -9,7 +9,8 @@ bug that gnosync's sync shares with its own client cannot cancel out:
   URL), paging past the server's element cap with a cursor of its own.
 
 What a stored JSON column must hold is derived from tx-indexer's published schema
-(``shared/txindexer/schema.graphql``): every field of each type that is not deprecated,
+(``tests/tx-indexer-schema.graphql``, a copy of ``../shared/txindexer/schema.graphql``
+kept equal to it by tests/test_compare.py): every field of each type that is not deprecated,
 with ``__typename`` on union members. Block times are compared as the exact string
 served against the stored ``time`` (timestamptz) plus ``time_ns``, rendered here with
 plain datetime arithmetic.
@@ -44,7 +45,6 @@ from graphql import (
 if TYPE_CHECKING:
     from gnosync.devnet import Chain
 
-UPSTREAM_SCHEMA = Path(__file__).resolve().parents[1].parent / "shared" / "txindexer" / "schema.graphql"
 
 # Stored column -> the served field it holds. ``time``/``time_ns`` and the gas fee
 # columns are compared on their own, below.
@@ -73,10 +73,14 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 # -- the schema: what is served, what is stored -----------------------------------------
 
+# The copy in the repository, so the comparisons run in any clone.
+UPSTREAM_SCHEMA = Path(__file__).with_name("tx-indexer-schema.graphql")
+
 _schema: GraphQLSchema | None = None
 
 
 def upstream_schema() -> GraphQLSchema:
+    """tx-indexer's schema, read on first use."""
     global _schema
     if _schema is None:
         _schema = build_schema(UPSTREAM_SCHEMA.read_text())

@@ -3,6 +3,9 @@
 ``GNOSYNC_TEST_PG`` names a server by a DSN to any of its databases (``.ci/run`` sets it
 to the machine's PostgreSQL). Without it, an embedded PostgreSQL (pgserver) is started
 in a temporary directory for the session.
+
+``@pytest.mark.needs_shared("schema", "gnoland1")`` marks a test that reads files from
+``../shared`` (see tests/shared_files.py): it skips when they are absent.
 """
 
 from __future__ import annotations
@@ -16,11 +19,38 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from . import shared_files
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "needs_shared(*names): reads these files of ../shared (tests/shared_files.py)")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("needs_shared"):
+        for name in marker.args:
+            shared_files.require(name)
+
 
 def with_database(dsn: str, database: str) -> str:
     """``dsn`` pointing at another database of the same server."""
     parts = urlsplit(dsn)
     return urlunsplit(parts._replace(path="/" + database))
+
+
+def database_of(dsn: str) -> str:
+    """The database ``dsn`` names, for a TCP DSN and for the embedded server's Unix-socket
+    one alike (``postgresql://postgres:@/name?host=/tmp/...``)."""
+    return urlsplit(dsn).path.lstrip("/")
+
+
+def with_login(dsn: str, user: str, password: str | None = None) -> str:
+    """``dsn`` logging in as ``user`` (with ``password``), host and options kept."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rpartition("@")[2]
+    login = user if password is None else f"{user}:{password}"
+    return urlunsplit(parts._replace(netloc=f"{login}@{host}"))
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from graphql import build_schema, parse, validate
 
 from gnosync.devnet import schema_sdl
 
+from . import shared_files
 from .compare import (
     BLOCKS_QUERY,
     TRANSACTIONS_QUERY,
@@ -22,17 +23,28 @@ from .compare import (
     selection,
     source_data,
     transaction_differences,
+    upstream_schema,
 )
 from .test_cli import gnosync
 
 
-@pytest.mark.parametrize("document", [
-    BLOCKS_QUERY % selection(block_type(), skip=frozenset({"txs"})),
-    TRANSACTIONS_QUERY % selection(transaction_type()),
-])
-def test_the_oracle_documents_validate_against_both_schemas(document):
-    for sdl in (UPSTREAM_SCHEMA.read_text(), schema_sdl()):
-        assert validate(build_schema(sdl), parse(document)) == []
+@pytest.mark.needs_shared("schema")
+def test_the_schema_copy_is_tx_indexers_schema():
+    copy = UPSTREAM_SCHEMA.read_text()
+    body = "".join(line for line in copy.splitlines(keepends=True) if not line.startswith("#"))
+    assert body == shared_files.UPSTREAM_SCHEMA.read_text(), (
+        f"{UPSTREAM_SCHEMA.name} differs from ../shared/txindexer/schema.graphql: copy it"
+        " again, keeping the two comment lines at its top")
+
+
+@pytest.mark.parametrize("kind", ["blocks", "transactions"])
+def test_the_oracle_documents_validate_against_both_schemas(kind):
+    document = {
+        "blocks": lambda: BLOCKS_QUERY % selection(block_type(), skip=frozenset({"txs"})),
+        "transactions": lambda: TRANSACTIONS_QUERY % selection(transaction_type()),
+    }[kind]()
+    for schema in (upstream_schema(), build_schema(schema_sdl())):
+        assert validate(schema, parse(document)) == []
 
 
 async def test_the_chain_and_its_http_answers_agree_past_a_small_cap(devnet):

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -36,9 +35,9 @@ from gnosync.devnet.executor import Executor
 from gnosync.source import queries
 from gnosync import model
 
-REPO = Path(__file__).resolve().parents[1]
-UPSTREAM_SCHEMA = REPO.parent / "shared" / "txindexer" / "schema.graphql"
-GNOLAND1 = REPO.parent / "shared" / "data" / "gnoland1"
+from .compare import upstream_schema
+from .shared_files import GNOLAND1, gnoland1_files
+
 
 # Small chains keep the tests fast: a short dense stretch early on, sparse txs after.
 SMALL = dict(blocks=400, dense_start=20, dense_length=40, tx_rate=0.02)
@@ -100,7 +99,7 @@ def _type_shape(type_: Any) -> Any:
 
 
 def test_schema_is_a_faithful_subset_of_tx_indexer() -> None:
-    upstream = build_schema(UPSTREAM_SCHEMA.read_text())
+    upstream = upstream_schema()
     devnet = build_schema(schema_sdl())
     checked = 0
     for name, type_ in devnet.type_map.items():
@@ -135,8 +134,8 @@ def test_schema_is_a_faithful_subset_of_tx_indexer() -> None:
 @pytest.mark.parametrize("name", sorted(queries.ALL_DOCUMENTS))
 def test_gnosync_documents_validate_against_both_schemas(name: str) -> None:
     document = parse(queries.ALL_DOCUMENTS[name])
-    for sdl in (UPSTREAM_SCHEMA.read_text(), schema_sdl()):
-        assert validate(build_schema(sdl), document) == []
+    for schema in (upstream_schema(), build_schema(schema_sdl())):
+        assert validate(schema, document) == []
 
 
 def test_int_is_64_bit(executor: Executor) -> None:
@@ -389,9 +388,7 @@ def orjson_surrogates(body: bytes) -> Any:
 
 
 def test_odd_heights_among_exported_transactions() -> None:
-    files = sorted(GNOLAND1.glob("*.jsonl"))
-    if not files:
-        pytest.skip(f"no exports in {GNOLAND1}")
+    files = gnoland1_files()
     plain = Chain(ChainConfig(blocks=3000, txs_files=files))
     taken = plain.tx_heights(1, 3000)[5]
     free = next(h for h in range(2000, 3000) if not plain.num_txs(h))
@@ -506,8 +503,7 @@ def test_large_amounts_are_64_bit() -> None:
 
 
 def test_txs_files_load_the_gnoland1_exports() -> None:
-    files = sorted(GNOLAND1.glob("*.jsonl"))
-    assert files, f"no exports in {GNOLAND1}"
+    files = gnoland1_files()
     chain = Chain(ChainConfig(blocks=3000, txs_files=files))
     assert chain.total_txs(chain.tip) == 2795
     txs = chain.transactions_in(1, chain.tip)

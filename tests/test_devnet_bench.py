@@ -15,7 +15,6 @@ import random
 import re
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,8 +24,9 @@ from gnosync.devnet import Chain, ChainConfig, Executor, gnoland1_exports
 from gnosync.devnet.fragments import CHUNK
 from gnosync.source import queries
 
-GNOLAND1 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gnoland1"
-GNOLAND1_FILES = sorted(GNOLAND1.glob("*.jsonl"))
+from .shared_files import GNOLAND1
+
+GNOLAND1_FILES = sorted(GNOLAND1.glob("*.jsonl"))  # [] without them; such tests are marked
 GNOLAND1_TYPES = {"send", "exec", "add_package", "run"}
 
 
@@ -109,11 +109,12 @@ CHAINS = {
 }
 
 
-@pytest.mark.parametrize("name", list(CHAINS))
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=[pytest.mark.needs_shared("gnoland1")] if "gnoland1" in name else [])
+    for name in CHAINS
+])
 def test_fast_path_answers_as_the_general_executor(name: str) -> None:
     config = CHAINS[name]
-    if name == "sparse-gnoland1" and not GNOLAND1_FILES:
-        pytest.skip(f"no exports in {GNOLAND1}")
     chain = Chain(ChainConfig(**config))
     compare_many(chain, random.Random(name), rounds=25, cap=700, sweep=1)
     # The default cap, with answers over several chunks.
@@ -252,7 +253,7 @@ def test_dense_chain_grown_is_the_chain_built() -> None:
     assert grown.transactions_in(0, 80) == built.transactions_in(0, 80)
 
 
-@pytest.mark.skipif(not GNOLAND1_FILES, reason=f"no exports in {GNOLAND1}")
+@pytest.mark.needs_shared("gnoland1")
 def test_sparse_profile_shape() -> None:
     assert gnoland1_exports()  # found beside the checkout
     chain = Chain(ChainConfig(profile="sparse", blocks=300_000))

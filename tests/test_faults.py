@@ -17,6 +17,7 @@ from gnosync.sync.loop import Follower
 from gnosync.sync.syncer import Syncer
 
 from .compare import differences
+from .conftest import database_of
 
 FAST = RetryPolicy(initial=0.02, maximum=0.3)
 
@@ -219,7 +220,7 @@ async def test_failover_between_endpoints_during_an_outage(devnet, db_dsn):
 async def test_database_connections_dropped_mid_run(devnet, db_dsn, pg_server_dsn):
     chain, url = devnet(blocks=20_000, seed=13)
     run = await follow([url], db_dsn, batch_size=100)
-    database = db_dsn.rsplit("/", 1)[1]
+    database = database_of(db_dsn)
     try:
         for round_ in range(3):
             await run.wait(at(2000 * (round_ + 1)), what="progress")

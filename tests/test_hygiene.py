@@ -18,7 +18,7 @@ from gnosync.errors import ConfigError
 from gnosync.redact import redact_dsn, redact_text, redact_url
 from gnosync.store import Store
 
-from .conftest import with_database
+from .conftest import with_database, with_login
 from .test_cli import gnosync, one_line_error, start, started, state_of, wait_for
 from .test_endpoints import free_port, get
 
@@ -30,7 +30,7 @@ API_KEY = "key-Pv27m"
 def with_password(dsn: str) -> str:
     # The test servers use trust authentication: any password is accepted, so a DSN
     # carrying one exercises every path that could print it.
-    return dsn.replace("postgres@", f"postgres:{SECRET}@", 1)
+    return with_login(dsn, "postgres", SECRET)
 
 
 def test_password_never_printed_by_sync_status_or_errors(devnet, db_dsn, pg_server_dsn):

@@ -20,7 +20,7 @@ from gnosync.devnet import Chain, ChainConfig, DevnetServer, Faults, schema_sdl
 from gnosync.retry import RetryPolicy
 from gnosync.source.subscribe import NEW_BLOCKS, TipWatcher, websocket_url
 
-from .compare import UPSTREAM_SCHEMA
+from .compare import upstream_schema
 
 SMALL = dict(blocks=40, dense_start=20, dense_length=10, tx_rate=0.02)
 QUICK = RetryPolicy(initial=0.01, maximum=0.05)
@@ -56,8 +56,8 @@ def watch_tasks() -> list[asyncio.Task]:
 
 def test_subscription_document_validates_against_both_schemas():
     document = parse(NEW_BLOCKS)
-    for sdl in (UPSTREAM_SCHEMA.read_text(), schema_sdl()):
-        assert validate(build_schema(sdl), document) == []
+    for schema in (upstream_schema(), build_schema(schema_sdl())):
+        assert validate(schema, document) == []
 
 
 def test_websocket_url():

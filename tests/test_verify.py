@@ -20,6 +20,7 @@ from gnosync.sync.repair import merge_ranges, plan_repair, repair
 from gnosync.sync.verify import Problem, VerifyReport, audit
 
 from .compare import differences
+from .conftest import database_of, with_login
 
 EVERY = 100  # checkpoint interval of the synced test databases
 TIP = 1200
@@ -407,7 +408,7 @@ async def schemas(dsn: str) -> set[str]:
 async def read_only_dsn(db_dsn):
     """``await read_only_dsn()``: a DSN to the test database as a role that may only read
     gnosync's tables, with every transaction read-only by default (as on a replica)."""
-    role = "ro_" + db_dsn.rsplit("/", 1)[1]
+    role = "ro_" + database_of(db_dsn)
     created = False
 
     async def make() -> str:
@@ -420,7 +421,7 @@ async def read_only_dsn(db_dsn):
             f'GRANT SELECT ON ALL TABLES IN SCHEMA indexer TO "{role}"',
         )
         created = True
-        return db_dsn.replace("postgres@", f"{role}@", 1)
+        return with_login(db_dsn, role)
 
     yield make
     if created:
@@ -453,7 +454,7 @@ async def test_verify_of_a_schema_without_tables_exits_2_and_creates_nothing(
     result = gnosync("verify", "--db", dsn, "--db-schema", "indexr")
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    database = db_dsn.rsplit("/", 1)[1]
+    database = database_of(db_dsn)
     assert lines == [
         f"gnosync: error: schema 'indexr' has no gnosync tables in database '{database}';"
         " check --db-schema, or run gnosync migrate"
