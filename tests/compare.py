@@ -9,8 +9,7 @@ bug that gnosync's sync shares with its own client cannot cancel out:
   URL), paging past the server's element cap with a cursor of its own.
 
 What a stored JSON column must hold is derived from tx-indexer's published schema
-(``tests/tx-indexer-schema.graphql``, a copy of ``../shared/txindexer/schema.graphql``
-kept equal to it by tests/test_compare.py): every field of each type that is not deprecated,
+(``shared/txindexer/schema.graphql``): every field of each type that is not deprecated,
 with ``__typename`` on union members. Block times are compared as the exact string
 served against the stored ``time`` (timestamptz) plus ``time_ns``, rendered here with
 plain datetime arithmetic.
@@ -27,7 +26,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -41,6 +39,8 @@ from graphql import (
     build_schema,
     get_named_type,
 )
+
+from .shared_files import require
 
 if TYPE_CHECKING:
     from gnosync.devnet import Chain
@@ -73,17 +73,15 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 # -- the schema: what is served, what is stored -----------------------------------------
 
-# The copy in the repository, so the comparisons run in any clone.
-UPSTREAM_SCHEMA = Path(__file__).with_name("tx-indexer-schema.graphql")
-
 _schema: GraphQLSchema | None = None
 
 
 def upstream_schema() -> GraphQLSchema:
-    """tx-indexer's schema, read on first use."""
+    """tx-indexer's schema, read on first use: a test that compares skips (see
+    tests/shared_files.py) when it is absent."""
     global _schema
     if _schema is None:
-        _schema = build_schema(UPSTREAM_SCHEMA.read_text())
+        _schema = build_schema(require("schema").read_text())
     return _schema
 
 

@@ -28,15 +28,6 @@ from .compare import (
 from .test_cli import gnosync
 
 
-@pytest.mark.needs_shared("schema")
-def test_the_schema_copy_is_tx_indexers_schema():
-    copy = UPSTREAM_SCHEMA.read_text()
-    body = "".join(line for line in copy.splitlines(keepends=True) if not line.startswith("#"))
-    assert body == shared_files.UPSTREAM_SCHEMA.read_text(), (
-        f"{UPSTREAM_SCHEMA.name} differs from ../shared/txindexer/schema.graphql: copy it"
-        " again, keeping the two comment lines at its top")
-
-
 @pytest.mark.parametrize("kind", ["blocks", "transactions"])
 def test_the_oracle_documents_validate_against_both_schemas(kind):
     document = {
