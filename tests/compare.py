@@ -40,7 +40,7 @@ from graphql import (
     get_named_type,
 )
 
-from .shared_files import require
+from . import shared_files
 
 if TYPE_CHECKING:
     from gnosync.devnet import Chain
@@ -77,11 +77,17 @@ _schema: GraphQLSchema | None = None
 
 
 def upstream_schema() -> GraphQLSchema:
-    """tx-indexer's schema, read on first use: a test that compares skips (see
-    tests/shared_files.py) when it is absent."""
+    """tx-indexer's schema, read on first use: ``../shared``'s copy of it when present
+    (CI always has it), else the devnet's, a faithful subset of it wherever both are
+    there (tests/test_devnet.py::test_schema_is_a_faithful_subset_of_tx_indexer)."""
     global _schema
     if _schema is None:
-        _schema = build_schema(require("schema").read_text())
+        if shared_files.UPSTREAM_SCHEMA.is_file():
+            _schema = build_schema(shared_files.UPSTREAM_SCHEMA.read_text())
+        else:
+            from gnosync.devnet import schema_sdl
+
+            _schema = build_schema(schema_sdl())
     return _schema
 
 

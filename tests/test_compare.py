@@ -15,7 +15,6 @@ from . import shared_files
 from .compare import (
     BLOCKS_QUERY,
     TRANSACTIONS_QUERY,
-    UPSTREAM_SCHEMA,
     block_type,
     transaction_type,
     differences,

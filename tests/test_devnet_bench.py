@@ -165,7 +165,7 @@ def test_plans_recognise_gnosync_documents_only() -> None:
     for name, document in queries.ALL_DOCUMENTS.items():
         assert executor.plan(document) is not None, name
     plans = [executor.plan(document) for document in queries.ALL_DOCUMENTS.values()]
-    assert {plan.kind for plan in plans if plan} == {"latest", "blocks", "heights", "transactions"}
+    assert {plan.kind for plan in plans if plan} == {"latest", "blocks", "heights", "hashes", "transactions"}
     reflowed = " ".join(queries.BLOCKS.split()).replace("{ ", "{\n  ")
     assert executor.plan(reflowed) is not None
     aliased = queries.BLOCK_HEIGHTS.replace("getBlocks(", "b: getBlocks(")

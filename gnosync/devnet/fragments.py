@@ -82,6 +82,7 @@ _encode = msgspec.json.Encoder().encode
 SELECTIONS: dict[str, str] = {
     "blocks": "{" + queries.BLOCK_FIELDS + "}",
     "heights": "{ height }",
+    "hashes": "{ height hash }",
     "transactions": "{" + queries.TRANSACTION_FIELDS + "}",
 }
 
@@ -147,7 +148,7 @@ def _fingerprints() -> dict[str, str]:
 class Plan:
     """How to answer a known document from fragments."""
 
-    kind: str  # "latest", "blocks", "heights" or "transactions"
+    kind: str  # "latest", "blocks", "heights", "hashes" or "transactions"
     key: bytes  # the root field's response key, JSON-ready
     variable: str | None  # the variable holding ``where``
     operation_name: str | None
@@ -861,6 +862,11 @@ class Fragments:
             high = low + count - 1
             if plan.kind == "heights":
                 pieces = [b",".join([b'{"height":%d}' % h for h in range(low, high + 1)])]
+            elif plan.kind == "hashes":
+                pieces = [b",".join([
+                    b'{"height":%d,"hash":"%s"}' % (h, chain.block_hash(h).encode())
+                    for h in range(low, high + 1)
+                ])]
             else:
                 pieces = self.block_parts(low, high)
         if count >= cap:
