@@ -35,7 +35,7 @@ SHOWN = 10
 # Every kind of problem, in report order, with what it means.
 KINDS: dict[str, str] = {
     "missing": "heights with no stored block",
-    "duplicate_hash": "a block or transaction hash stored at more than one height",
+    "duplicate_hash": "a block hash stored at more than one height",
     "link": "last_block_hash is not the hash of the block below, a first block links to"
     " something, or the hash is empty",
     "total_txs": "total_txs is not the block below's plus num_txs",
@@ -97,6 +97,9 @@ class VerifyReport:
     source_checked: tuple[int, int] | None = None  # the heights compared with it
     problems: list[Problem] = field(default_factory=list)
     truncated: list[str] = field(default_factory=list)  # checks that hit PROBLEM_LIMIT
+    # What is worth knowing but is no damage: transaction hashes shared by identical
+    # transactions (unsigned genesis ones can repeat byte for byte).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -122,6 +125,7 @@ class VerifyReport:
             "counts": self.counts(),
             "problems": [problem.to_json_dict() for problem in self.problems],
             "truncated": self.truncated,
+            "notes": self.notes,
         }
 
     def text(self) -> str:
@@ -149,6 +153,9 @@ class VerifyReport:
             noun = "height" if count == 1 else "heights"
             cut = " (list cut short)" if kind in self.truncated else ""
             lines.append(f"{kind}: {count} {noun}{cut} at {shown}{more}; first: {of_kind[0].detail}")
+        lines.extend(f"note: {note}" for note in self.notes[:SHOWN])
+        if len(self.notes) > SHOWN:
+            lines.append(f"note: ... and {len(self.notes) - SHOWN} more")
         return "\n".join(lines)
 
 
@@ -266,12 +273,18 @@ def _missing(first: int, last: int) -> Problem:
 
 async def _check_duplicates(report, reader: AuditReader, low, high, limit) -> None:
     rows = await reader.duplicate_hashes(low, high, limit)
+    blocks = [row for row in rows if row[0] == "block"]
     problems = [
-        Problem("duplicate_hash", height, f"{what} hash {hash_!r} is stored at heights {heights}")
-        for what, hash_, heights in rows
+        Problem("duplicate_hash", height, f"block hash {hash_!r} is stored at heights {heights}")
+        for _, hash_, heights in blocks
         for height in sorted(set(heights))
     ]
-    _add(report, "duplicate_hash", rows, limit, problems)
+    _add(report, "duplicate_hash", blocks, limit, problems)
+    report.notes.extend(
+        f"transaction hash {hash_!r} is stored at heights {sorted(heights)}: identical"
+        " transactions share a hash, as unsigned genesis ones may"
+        for what, hash_, heights in rows if what == "transaction"
+    )
 
 
 async def _check_links(report, reader: AuditReader, low, high, chain_id, limit) -> None:
