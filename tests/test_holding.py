@@ -4,6 +4,7 @@ catch-up: the follow loop against the devnet over loopback and a real PostgreSQL
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 import aiohttp
@@ -124,3 +125,27 @@ async def test_liveness_stays_true_through_a_long_catch_up(devnet, db_dsn):
         await run.stop()
     assert time.monotonic() - started > 3 * liveness.window, "the catch-up should outlast several windows"
     assert answers and set(answers) == {200}
+
+
+def test_a_stuck_run_says_so_on_readyz_and_in_its_log(devnet, db_dsn):
+    """`gnosync run` as an operator runs it: the same bad block over and over makes
+    /readyz answer 503 naming it, and one error line says what to look at; once the
+    block is served right, /readyz is ready again."""
+    from .test_cli import get_url, log_events, serving_url, start, wait_for
+
+    faults = Faults(bad_link_height=300)
+    chain, url = devnet(blocks=400, seed=2, faults=faults)
+    env = {"GNOSYNC_STUCK_AFTER": "3", "GNOSYNC_RETRY_INITIAL": "0.01", "GNOSYNC_RETRY_MAX": "0.1"}
+    proc = start("run", "--source", url, "--db", db_dsn, "--interval", "0.2", env=env)
+    try:
+        ready = serving_url(proc) + "/readyz"
+        status, body = wait_for(lambda: (lambda r: r if r[0] == 503 and b"stuck" in r[1] else None)(get_url(ready)),
+                                what="/readyz to say stuck")
+        assert b"block 300 failed check" in body
+        (line,) = wait_for(lambda: log_events(proc, "sync stuck"), what="the stuck log line")
+        assert line["level"] == "error" and line["height"] == 300
+        faults.bad_link_height = -1
+        wait_for(lambda: get_url(ready)[0] == 200, what="/readyz ready again")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
