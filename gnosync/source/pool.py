@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -95,7 +95,7 @@ class Endpoint:
     it decides whether this endpoint's refusal fails over or stops the sync.
     """
 
-    def __init__(self, client: SourceClient, others_usable=lambda: False):
+    def __init__(self, client: SourceClient, others_usable: Callable[[], bool] = lambda: False):
         self.client = client
         self.url = client.url
         self.health = EndpointHealth(client.url)
@@ -106,14 +106,9 @@ class Endpoint:
         started = time.monotonic()
         try:
             result = await call
-        except SourceRejected as exc:
-            raise self._refusal(exc) from None
-        except SourceStatusError as exc:
-            if exc.endpoint_fault:
-                raise self._refusal(exc) from None
-            self.health.failed(exc)
-            raise
         except SourceError as exc:
+            if _is_refusal(exc):
+                raise self._refusal(exc) from None
             self.health.failed(exc)
             raise
         if clears_errors:
@@ -169,11 +164,11 @@ class SourcePool:
     def __init__(self, urls: list[str], **client_options):
         if not urls:
             raise ValueError("at least one source URL is needed")
-        self.endpoints: list[Endpoint] = []
-        for url in urls:
-            endpoint = Endpoint(SourceClient(url, **client_options))
-            endpoint._others_usable = lambda me=endpoint: self._usable_besides(me)
-            self.endpoints.append(endpoint)
+        self.endpoints = [self._endpoint(SourceClient(url, **client_options)) for url in urls]
+
+    def _endpoint(self, client: SourceClient) -> Endpoint:
+        endpoint = Endpoint(client, others_usable=lambda: self._usable_besides(endpoint))
+        return endpoint
 
     async def __aenter__(self) -> SourcePool:
         return self

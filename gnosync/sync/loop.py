@@ -20,14 +20,16 @@ from gnosync.observe.http import Liveness
 from gnosync.observe.metrics import SyncMetrics
 from gnosync.observe.progress import BackfillProgress
 from gnosync.retry import RetryPolicy
+from gnosync.settings import Settings
 from gnosync.source.subscribe import TipWatcher
 from gnosync.sync.pipeline import Backfill, RangeSizer
 from gnosync.sync.syncer import Committed, Syncer
 
 log = structlog.get_logger("gnosync.sync")
 
-DEFAULT_PENDING_BYTES = 64 * 1024 * 1024
-DEFAULT_STUCK_AFTER = 20
+# The defaults live with the settings; the loop's own callers (tests, benches) get the same.
+DEFAULT_PENDING_BYTES: int = Settings.model_fields["max_pending_bytes"].default
+DEFAULT_STUCK_AFTER: int = Settings.model_fields["stuck_after"].default
 
 
 class StateWriter(Protocol):
