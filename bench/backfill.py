@@ -8,13 +8,20 @@ Starts its own devnet (in its own process) and uses the PostgreSQL named by
 GNOSYNC_BENCH_PG (default: the local server). Every contender syncs the same heights
 0..N of the same chain, in this one run, so the ratios compare like with like:
 
+- gnosync, derive all: `gnosync sync --from 0 --to N` as a user runs it (process start-up
+  and migration included), decoding every transaction into the derived tables, with the
+  peak RSS of that process alone;
+- gnosync, raw only: the same with `--derive none` (blocks, transactions, package files);
+- rederive: `gnosync rederive` of the derive-all database, rebuilding every derived table
+  from the stored transactions (no source);
+- ceiling, derive all / raw only: PostgreSQL alone ingesting the rows gnosync stored
+  (binary COPY of each table, read out beforehand, into identical freshly migrated
+  tables, one transaction): what the bytes written per transaction cost by themselves;
 - source limit: a client with gnosync's fetch concurrency and range sizes that fetches
   and parses every range and throws it away (after one unmeasured pass that warms the
   devnet's answer cache);
-- gnosync: `gnosync sync --from 0 --to N` as a user runs it (process start-up and
-  migration included), with the peak RSS of that process alone;
-- write limit: gnosync's commit path (binary COPY, one transaction with app_state) over
-  the same batches, each fetched before its commit; only the commits are timed;
+- write limit: gnosync's commit path (derive all) over the same batches, each fetched
+  before its commit; only the commits are timed;
 - naive baseline: the design note taken literally: sequential 100-block batches,
   row-by-row INSERTs, app_state updated after each batch.
 
@@ -25,7 +32,8 @@ blocks of 20 real gnoland1 transactions each, package deployments among them
 (`bench/gnoland1_dense.py`), the shape that lands gnosync's largest ranges on a dense
 stretch. With `--blocks` (sparse, dense) or smaller `--lead-in`/`--dense-blocks` every
 contender runs on the smaller chain: the naive baseline is the slow one (about 2,000
-blocks/s sparse, 2,500 transactions/s dense, on the reference machine).
+blocks/s sparse, 2,500 transactions/s dense, on the reference machine); `--no-naive`
+leaves it out.
 
 Nothing is asserted about time; the run stops with an error only if the contenders did
 not all see the same blocks and transactions.
@@ -169,23 +177,83 @@ async def naive_baseline(url: str, tip: int) -> Result:
     return Result("naive baseline", seconds, blocks, txs)
 
 
-async def gnosync_sync(url: str, tip: int, concurrency: int) -> tuple[Result, float]:
-    """``gnosync sync --from 0 --to tip``; returns its result and its peak RSS (MB)."""
-    async with scratch_database() as dsn:
-        done = await asyncio.to_thread(
-            run_measured,
-            [*GNOSYNC, "sync", "--from", "0", "--to", str(tip), "--source", url, "--db", dsn,
-             "--log-level", "warning", "--log-format", "json", "--fetch-concurrency", str(concurrency)],
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"gnosync sync failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
-        conn = await asyncpg.connect(dsn)
-        try:
-            blocks = await conn.fetchval("SELECT count(*) FROM indexer.blocks")
-            txs = await conn.fetchval("SELECT count(*) FROM indexer.transactions")
-        finally:
-            await conn.close()
-    return Result("gnosync sync", done.seconds, blocks, txs), done.peak_rss_mb
+async def stored_counts(dsn: str) -> tuple[int, int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        blocks = await conn.fetchval("SELECT count(*) FROM indexer.blocks")
+        txs = await conn.fetchval("SELECT count(*) FROM indexer.transactions")
+    finally:
+        await conn.close()
+    return blocks, txs
+
+
+async def gnosync_sync(dsn: str, url: str, tip: int, concurrency: int, derive: str) -> tuple[Result, float]:
+    """``gnosync sync --from 0 --to tip --derive derive`` into ``dsn``; its result and
+    its peak RSS (MB)."""
+    done = await asyncio.to_thread(
+        run_measured,
+        [*GNOSYNC, "sync", "--from", "0", "--to", str(tip), "--source", url, "--db", dsn,
+         "--derive", derive, "--log-level", "warning", "--log-format", "json",
+         "--fetch-concurrency", str(concurrency)],
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"gnosync sync failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    blocks, txs = await stored_counts(dsn)
+    label = "gnosync sync, derive all" if derive == "all" else "gnosync sync, raw only"
+    return Result(label, done.seconds, blocks, txs), done.peak_rss_mb
+
+
+async def rederive(dsn: str) -> tuple[Result, float]:
+    """``gnosync rederive`` of the whole stored chain in ``dsn``."""
+    done = await asyncio.to_thread(
+        run_measured,
+        [*GNOSYNC, "rederive", "--db", dsn, "--log-level", "warning", "--log-format", "json"],
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"gnosync rederive failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    blocks, txs = await stored_counts(dsn)
+    return Result("gnosync rederive (no source)", done.seconds, blocks, txs), done.peak_rss_mb
+
+
+RAW_TABLES = ("blocks", "transactions", "package_files", "checkpoints")
+DERIVED_TABLES = (
+    "messages", "events", "tx_accounts", "packages", "coin_transfers",
+    "grc20_transfers", "grc20_balances", "grc20_tokens",
+)
+CEILING_SCHEMA = "ceiling"
+
+
+async def ceiling(dsn: str, tables: tuple[str, ...], label: str) -> Result:
+    """PostgreSQL alone writing the rows gnosync stored in ``tables`` into identical,
+    freshly migrated tables (schema ``ceiling``), one transaction; only that is timed.
+
+    Each table is read out first with a binary COPY into a file, so the timed part is
+    what gnosync's own commits pay too: binary COPY in, jsonb parsed, every index and
+    key maintained."""
+    store = await Store.connect(dsn, schema=CEILING_SCHEMA)
+    try:
+        await store.migrate()
+    finally:
+        await store.close()
+    conn = await asyncpg.connect(dsn)
+    try:
+        with tempfile.TemporaryDirectory(prefix="gnosync-ceiling-") as folder:
+            files = {}
+            for name in tables:
+                files[name] = str(Path(folder) / name)
+                await conn.copy_from_table(name, schema_name="indexer", output=files[name], format="binary")
+            started = time.perf_counter()
+            async with conn.transaction():
+                if not DEFAULTS.durable_commits:
+                    await conn.execute("SET LOCAL synchronous_commit TO off")
+                for name in tables:
+                    await conn.copy_to_table(name, schema_name=CEILING_SCHEMA, source=files[name], format="binary")
+            seconds = time.perf_counter() - started
+        await conn.execute(f"DROP SCHEMA {CEILING_SCHEMA} CASCADE")
+    finally:
+        await conn.close()
+    blocks, txs = await stored_counts(dsn)
+    return Result(label, seconds, blocks, txs)
 
 
 def devnet_args(args: argparse.Namespace, workdir: Path) -> tuple[list[str], int, str]:
@@ -213,6 +281,7 @@ async def main() -> None:
     parser.add_argument("--lead-in", type=int, default=100_000, help="gnoland1-dense: sparse blocks first (default 100,000)")
     parser.add_argument("--dense-blocks", type=int, default=3_000, help="gnoland1-dense: blocks of 20 txs (default 3,000)")
     parser.add_argument("--concurrency", type=int, default=DEFAULTS.fetch_concurrency)
+    parser.add_argument("--no-naive", action="store_true", help="leave out the naive baseline (the slow one)")
     args = parser.parse_args()
     if args.profile == "gnoland1-dense" and args.blocks:
         parser.error("--blocks is for sparse and dense; gnoland1-dense takes --lead-in and --dense-blocks")
@@ -222,34 +291,47 @@ async def main() -> None:
         print(f"devnet: {chain}", flush=True)
         with devnet_process(*flags) as (url, _):
             await source_limit(url, tip, args.concurrency)  # warm-up: the devnet caches its answers
-            results = [await source_limit(url, tip, args.concurrency)]
-            print(f"source limit measured ({results[-1].seconds:.1f} s)", flush=True)
-            synced, peak = await gnosync_sync(url, tip, args.concurrency)
-            results.insert(0, synced)
-            print(f"gnosync measured ({synced.seconds:.1f} s, peak RSS {peak:.0f} MB)", flush=True)
+            source = await source_limit(url, tip, args.concurrency)
+            print(f"source limit measured ({source.seconds:.1f} s)", flush=True)
+            async with scratch_database() as full_dsn, scratch_database() as raw_dsn:
+                derived, peak = await gnosync_sync(full_dsn, url, tip, args.concurrency, "all")
+                print(f"gnosync, derive all, measured ({derived.seconds:.1f} s, peak RSS {peak:.0f} MB)", flush=True)
+                raw, raw_peak = await gnosync_sync(raw_dsn, url, tip, args.concurrency, "none")
+                print(f"gnosync, raw only, measured ({raw.seconds:.1f} s, peak RSS {raw_peak:.0f} MB)", flush=True)
+                rebuilt, rebuilt_peak = await rederive(full_dsn)
+                print(f"rederive measured ({rebuilt.seconds:.1f} s, peak RSS {rebuilt_peak:.0f} MB)", flush=True)
+                full_ceiling = await ceiling(full_dsn, RAW_TABLES + DERIVED_TABLES, "ceiling, derive all (PostgreSQL alone)")
+                raw_ceiling = await ceiling(raw_dsn, RAW_TABLES, "ceiling, raw only (PostgreSQL alone)")
+                print("ceilings measured", flush=True)
+            results = [derived, raw, rebuilt, full_ceiling, raw_ceiling, source]
             results.append(await write_limit(url, tip))
             print(f"write limit measured ({results[-1].seconds:.1f} s of commits)", flush=True)
-            results.append(await naive_baseline(url, tip))
-            print(f"naive baseline measured ({results[-1].seconds:.1f} s)", flush=True)
+            if not args.no_naive:
+                results.append(await naive_baseline(url, tip))
+                print(f"naive baseline measured ({results[-1].seconds:.1f} s)", flush=True)
 
     counts = {(r.blocks, r.txs) for r in results}
-    if counts != {(synced.blocks, synced.txs)} or synced.blocks != tip + 1:
+    if counts != {(derived.blocks, derived.txs)} or derived.blocks != tip + 1:
         raise SystemExit("the contenders did not see the same chain: " + ", ".join(
             f"{r.run} {r.blocks:,} blocks {r.txs:,} txs" for r in results) + f" (expected {tip + 1:,} blocks)")
     rows = [
         (r.run, f"{r.seconds:.1f}", f"{r.blocks / r.seconds:,.0f}", f"{r.txs / r.seconds:,.0f}",
-         f"{r.seconds / synced.seconds:.2f}")
+         f"{r.seconds / derived.seconds:.2f}")
         for r in results
     ]
     print()
     print(table(
-        f"Backfill, {args.profile} profile, heights 0..{tip:,} ({synced.blocks:,} blocks,"
-        f" {synced.txs:,} transactions) for every run ({machine()})",
-        rows, ("run", "seconds", "blocks/s", "txs/s", "gnosync speed ÷ this"),
+        f"Backfill, {args.profile} profile, heights 0..{tip:,} ({derived.blocks:,} blocks,"
+        f" {derived.txs:,} transactions) for every run ({machine()})",
+        rows, ("run", "seconds", "blocks/s", "txs/s", "derive-all speed ÷ this"),
     ))
-    print(f"\ngnosync peak RSS: {peak:.0f} MB (the gnosync process alone). gnosync's time includes"
-          f" process start-up and migration. Fetch concurrency {args.concurrency};"
-          f" PostgreSQL at {DEFAULT_PG.rsplit('@', 1)[-1]}.")
+    print(f"\nderive all ÷ raw only: {raw.seconds / derived.seconds:.2f} of raw-only speed;"
+          f" derive all ÷ its ceiling: {full_ceiling.seconds / derived.seconds:.2f};"
+          f" raw only ÷ its ceiling: {raw_ceiling.seconds / raw.seconds:.2f}.")
+    print(f"rederive: {rebuilt.txs / rebuilt.seconds:,.0f} transactions/s.")
+    print(f"Peak RSS (each gnosync process alone): derive all {peak:.0f} MB, raw only {raw_peak:.0f} MB,"
+          f" rederive {rebuilt_peak:.0f} MB. gnosync's times include process start-up and migration."
+          f" Fetch concurrency {args.concurrency}; PostgreSQL at {DEFAULT_PG.rsplit('@', 1)[-1]}.")
 
 
 if __name__ == "__main__":

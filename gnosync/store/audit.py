@@ -176,6 +176,23 @@ class AuditReader:
             self._sql.audit_transactions, start, end, tx_start, tx_end, limit,
         )
 
+    async def decoder_state(self) -> tuple[int, int | None]:
+        """(decoder version, derived_to) of the derived tables."""
+        (row,) = await self._fetch("reading the decoder state", self._sql.audit_decoder_state)
+        return row["version"], row["derived_to"]
+
+    async def derived_counts(self, start: int, end: int, limit: int) -> list[asyncpg.Record]:
+        """Transactions of ``start..end`` whose message or event rows are not as many as
+        their stored JSON holds."""
+        return await self._fetch(
+            f"counting the derived rows of {start}..{end}",
+            self._sql.audit_derived_counts, start, end, limit,
+        )
+
+    async def balances(self, limit: int) -> list[asyncpg.Record]:
+        """GRC20 balances that are not the sum of their transfers."""
+        return await self._fetch("summing the GRC20 transfers", self._sql.audit_balances, limit)
+
     async def checkpoints(self, start: int, end: int) -> list[CheckpointAudit]:
         rows = await self._fetch(
             f"recomputing the checkpoints in {start}..{end}", self._sql.audit_checkpoints, start, end

@@ -382,6 +382,56 @@ class Statements:
             "  OR t.min_index <> 0 OR t.max_index <> t.n - 1"
             " ORDER BY 1 LIMIT $5"
         )
+        # -- audit of the derived tables ------------------------------------------------
+        decoder_state = f"{s}.{quote_ident('decoder_state')}"
+        messages = f"{s}.{quote_ident('messages')}"
+        events = f"{s}.{quote_ident('events')}"
+        grc20_transfers = f"{s}.{quote_ident('grc20_transfers')}"
+        grc20_balances = f"{s}.{quote_ident('grc20_balances')}"
+        self.audit_decoder_state = f"SELECT version, derived_to FROM {decoder_state}"
+        # Transactions in $1..$2 whose derived message or event rows are not as many as
+        # the stored JSON's; $3 caps the rows.
+        served_messages = (
+            "CASE WHEN jsonb_typeof(t.messages) = 'array'"
+            " THEN jsonb_array_length(t.messages) ELSE 0 END"
+        )
+        served_events = (
+            "CASE WHEN jsonb_typeof(t.response -> 'events') = 'array'"
+            " THEN jsonb_array_length(t.response -> 'events') ELSE 0 END"
+        )
+        self.audit_derived_counts = (
+            f"SELECT t.block_height AS height, t.tx_index, {served_messages} AS served_messages,"
+            f" COALESCE(m.n, 0) AS messages, {served_events} AS served_events,"
+            " COALESCE(e.n, 0) AS events"
+            f" FROM {txs} t"
+            " LEFT JOIN (SELECT block_height, tx_index, count(*) AS n"
+            f"  FROM {messages} WHERE block_height BETWEEN $1::bigint AND $2::bigint"
+            "  GROUP BY block_height, tx_index) m USING (block_height, tx_index)"
+            " LEFT JOIN (SELECT block_height, tx_index, count(*) AS n"
+            f"  FROM {events} WHERE block_height BETWEEN $1::bigint AND $2::bigint"
+            "  GROUP BY block_height, tx_index) e USING (block_height, tx_index)"
+            " WHERE t.block_height BETWEEN $1::bigint AND $2::bigint"
+            f" AND ({served_messages} <> COALESCE(m.n, 0) OR {served_events} <> COALESCE(e.n, 0))"
+            " ORDER BY 1, 2 LIMIT $3"
+        )
+        # Balances that are not the sum of their transfers (received minus sent), and
+        # sums with no balance row; $1 caps the rows. A missing row and a zero agree.
+        self.audit_balances = (
+            "WITH moved AS ("
+            f" SELECT token, to_address AS address, amount, block_height FROM {grc20_transfers}"
+            "  WHERE to_address IS NOT NULL"
+            " UNION ALL"
+            f" SELECT token, from_address, -amount, block_height FROM {grc20_transfers}"
+            "  WHERE from_address IS NOT NULL),"
+            " summed AS (SELECT token, address, sum(amount) AS total, max(block_height) AS height"
+            "  FROM moved GROUP BY token, address)"
+            " SELECT COALESCE(b.token, s.token) AS token, COALESCE(b.address, s.address) AS address,"
+            " b.balance, s.total, COALESCE(b.last_height, s.height) AS height"
+            f" FROM {grc20_balances} b FULL JOIN summed s"
+            " ON s.token = b.token AND s.address = b.address"
+            " WHERE COALESCE(b.balance, 0) <> COALESCE(s.total, 0)"
+            " ORDER BY 5, 1, 2 LIMIT $1"
+        )
         self.block_link = (
             "SELECT height, hash, last_block_hash, total_txs, num_txs, chain_id"
             f" FROM {blocks} WHERE height = $1"

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from gnosync.decode import DECODER_VERSION
 from gnosync.errors import GnosyncError
 from gnosync.retry import RetryPolicy
 from gnosync.store.audit import MAX_HEIGHT, MIN_HEIGHT, AuditBounds, AuditReader
@@ -46,6 +47,8 @@ KINDS: dict[str, str] = {
     "checkpoint": "a checkpoint does not match its recomputation from the rows",
     "state": "app_state does not match the highest stored block",
     "source_hash": "the stored block hash differs from the source's",
+    "derived": "a transaction's message or event rows are not as many as its stored JSON holds",
+    "balance": "a GRC20 balance is not the sum of its transfers",
 }
 
 # The report kind of each check of gnosync.sync.validate's link rules.
@@ -97,6 +100,8 @@ class VerifyReport:
     source_checked: tuple[int, int] | None = None  # the heights compared with it
     problems: list[Problem] = field(default_factory=list)
     truncated: list[str] = field(default_factory=list)  # checks that hit PROBLEM_LIMIT
+    decoder_version: int | None = None  # of the derived tables (0: never derived)
+    derived_to: int | None = None  # every height up to it has its derived rows
     # What is worth knowing but is no damage: transaction hashes shared by identical
     # transactions (unsigned genesis ones can repeat byte for byte).
     notes: list[str] = field(default_factory=list)
@@ -125,6 +130,7 @@ class VerifyReport:
             "counts": self.counts(),
             "problems": [problem.to_json_dict() for problem in self.problems],
             "truncated": self.truncated,
+            "derived": {"decoder_version": self.decoder_version, "derived_to": self.derived_to},
             "notes": self.notes,
         }
 
@@ -137,6 +143,8 @@ class VerifyReport:
                 f"heights {self.start}..{self.end}: {self.blocks} blocks,"
                 f" {self.transactions} transactions, {self.checkpoints} checkpoints"
             )
+            if self.derived_to is not None:
+                head += f", derived through {self.derived_to} (decoder {self.decoder_version})"
         if self.source is not None:
             if self.source_checked is None:
                 head += f"; nothing to compare with {self.source}"
@@ -219,6 +227,7 @@ async def audit(
         tx_low, tx_high = (MIN_HEIGHT, MAX_HEIGHT) if whole else (low, high)
         await _check_transactions(report, reader, low, high, tx_low, tx_high, limit)
         await _check_checkpoints(report, reader, low, high, bounds)
+        await _check_derived(report, reader, low, high, limit)
         if end is None or (bounds.max_height is not None and high >= bounds.max_height):
             _check_state(report, bounds)
     if source is not None:
@@ -373,6 +382,41 @@ async def _check_checkpoints(report, reader: AuditReader, low, high, bounds: Aud
                 f"checkpoint {cp.height} (heights {first}..{cp.height}) " + "; ".join(wrong),
                 (first, cp.height),
             ))
+
+
+async def _check_derived(report: VerifyReport, reader: AuditReader, low: int, high: int, limit: int) -> None:
+    """The derived rows of the heights that have them (up to ``derived_to``): as many
+    messages and events per transaction as its stored JSON holds, and every GRC20
+    balance equal to the sum of its transfers (balances span all heights, so they are
+    checked whatever the range)."""
+    version, derived_to = await reader.decoder_state()
+    report.decoder_version, report.derived_to = version, derived_to
+    if version and version < DECODER_VERSION:
+        report.notes.append(
+            f"the derived tables were built by decoder version {version}; this gnosync's is"
+            f" {DECODER_VERSION}, and gnosync run (or gnosync rederive) rebuilds them"
+        )
+    if derived_to is not None and derived_to >= low:
+        top = min(high, derived_to)
+        rows = await reader.derived_counts(low, top, limit)
+        _add(report, "derived", rows, limit, (
+            Problem(
+                "derived", row["height"],
+                f"transaction {row['height']}/{row['tx_index']} holds {row['served_messages']}"
+                f" messages and {row['served_events']} events, {row['messages']} and"
+                f" {row['events']} are derived",
+            )
+            for row in rows
+        ))
+    rows = await reader.balances(limit)
+    _add(report, "balance", rows, limit, (
+        Problem(
+            "balance", row["height"],
+            f"the {row['token']} balance of {row['address']} is {row['balance']},"
+            f" its transfers sum to {row['total'] if row['total'] is not None else 0}",
+        )
+        for row in rows
+    ))
 
 
 def _check_state(report: VerifyReport, bounds: AuditBounds) -> None:
