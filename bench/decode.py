@@ -1,6 +1,6 @@
 """Decoder cost per transaction: ``split_files`` and ``derive`` on stored-shaped JSON.
 
-    .venv/bin/python bench/decode.py [--blocks 2000] [--repeat 5]
+    .venv/bin/python bench/decode.py [--blocks 2000] [--repeat 10]
 
 Two sets: the devnet's dense profile (generated sends, calls with events, a few package
 deployments), and the real gnoland1 transactions (the exports placed on a devnet chain,
@@ -71,7 +71,7 @@ def report(name: str, txs: list[Served], repeat: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=2000, help="dense devnet blocks")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=10)
     args = parser.parse_args()
     report("devnet dense", served(Chain(ChainConfig(profile="dense", blocks=args.blocks))),
            args.repeat)
