@@ -513,3 +513,52 @@ def test_every_gnoland1_message_decodes_to_its_kind() -> None:
     assert [r[5] for r in out.messages] == kinds
     assert "UnexpectedMessage" not in kinds
     assert all(r[6] for r in out.messages)  # every message has its sender
+
+
+_attr = st.fixed_dictionaries({"key": st.sampled_from(["from", "to", "value", "token", "x"]) | _json,
+                               "value": st.sampled_from(["", ALICE, "5", "1" * 40]) | _json})
+_event = st.one_of(
+    st.fixed_dictionaries({"__typename": st.sampled_from(["GnoEvent", "X"]) | _json,
+                           "type": st.sampled_from(["Transfer", "NewToken"]) | _json,
+                           "pkg_path": st.just(GRC20) | _json,
+                           "attrs": st.lists(_attr | _json, max_size=5) | _json}),
+    st.fixed_dictionaries({"__typename": st.sampled_from(["StorageDepositEvent", "StorageUnlockEvent",
+                                                          "UnknownEvent"]),
+                           "bytes_delta": _json, "fee_delta": _json, "fee_refund": _json,
+                           "value": _json}),
+    _json,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_message | st.fixed_dictionaries({"value": _json}), max_size=4),
+       st.fixed_dictionaries({"events": st.lists(_event, max_size=4) | _json}) | _json,
+       st.booleans())
+def test_any_json_derives_without_raising(messages: Any, response: Any, success: bool) -> None:
+    text, _ = clean_json(json.dumps(messages, ensure_ascii=False).encode())
+    body, _ = clean_json(json.dumps(response, ensure_ascii=False).encode())
+    out = derive([StoredTx(3, 0, success, split_files(3, 0, text)[0], body)])
+    assert len(out.messages) == (len(messages) if isinstance(messages, list) else 0)
+    served = response.get("events") if isinstance(response, dict) else None
+    assert len(out.events) == (len(served) if isinstance(served, list) else 0)
+    for row in out.events:
+        assert row[6] is None or isinstance(json.loads(row[6]), list)
+    for row in out.grc20_transfers:
+        assert 0 < row[7] < 10**38 or row[7] == 0
+
+
+def test_devnet_transactions_decode_to_their_served_kinds() -> None:
+    from gnosync.devnet import Chain, ChainConfig
+
+    chain = Chain(ChainConfig(profile="dense", blocks=40))
+    txs, kinds, events = [], [], []
+    for height in chain.tx_heights(0, chain.tip):
+        for tx in chain.transactions(height):
+            kinds.extend(m["value"]["__typename"] for m in tx["messages"])
+            events.extend(e["__typename"] for e in tx["response"]["events"] or [])
+            txs.append(stored(tx["messages"], response=tx["response"], height=height,
+                              index=tx["index"], success=tx["success"]))
+    out = derive(txs)
+    assert [r[5] for r in out.messages] == kinds
+    assert [r[3] for r in out.events] == events
+    assert {"MsgAddPackage", "BankMsgSend", "MsgCall"} <= set(kinds)

@@ -169,6 +169,7 @@ def _derive_events(tx: StoredTx, out: Derived, accounts: dict[tuple[str, str], N
                    tokens: dict[str, list[Any]]) -> None:
     height, index, success = tx.block_height, tx.tx_index, tx.success
     event_rows = out.events
+    generic: list[Any] | None = None  # the response's events as plain values, when needed
     for event_index, event in enumerate(shapes.events(tx.response)):
         odd = event.__class__ is shapes.OddEvent
         kind = None if odd else event.typename
@@ -199,7 +200,12 @@ def _derive_events(tx: StoredTx, out: Derived, accounts: dict[tuple[str, str], N
                                None, None, raw))
         else:
             typename = _text(event.typename)
-            raw = event.odd if odd else shapes.event_json(tx.response, event_index)
+            if odd:
+                raw = event.odd  # type: ignore[attr-defined]
+            else:  # a kind the typed shape has no fields for: its JSON as served
+                if generic is None:
+                    generic = shapes.event_list(tx.response)
+                raw = shapes.encode(generic[event_index]) if event_index < len(generic) else "null"
             event_rows.append((height, index, event_index, typename or "UnknownEvent", None,
                                None, None, None, None, None, raw))
 

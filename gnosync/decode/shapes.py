@@ -141,9 +141,7 @@ def events(text: str) -> list[Event]:
     try:
         found = _RESPONSE.decode(text).events
     except _ERRORS:
-        doc = generic(text)
-        items = doc.get("events") if isinstance(doc, dict) else None
-        return [_event(item) for item in items] if isinstance(items, list) else []
+        return [_event(item) for item in event_list(text)]
     if found is None:
         return []
     return found
@@ -160,13 +158,11 @@ def _event(item: Any) -> Event:
     return OddEvent(odd=encode(item))
 
 
-def event_json(text: str, index: int) -> str:
-    """The JSON text of event ``index`` of a stored response (for kinds not decoded)."""
+def event_list(text: str) -> list[Any]:
+    """The events of a stored response as plain values (``[]`` when it has none)."""
     doc = generic(text)
     items = doc.get("events") if isinstance(doc, dict) else None
-    if isinstance(items, list) and index < len(items):
-        return encode(items[index])
-    return "null"
+    return items if isinstance(items, list) else []
 
 
 def attrs_json(attrs: list[Attr]) -> str:
