@@ -46,6 +46,33 @@ TRANSACTION_COLUMNS: tuple[str, ...] = (
     "sanitized",
 )
 
+# Decoded tables (gnosync.decode builds their rows in these orders).
+MESSAGE_COLUMNS: tuple[str, ...] = (
+    "block_height", "tx_index", "msg_index", "type_url", "route", "kind", "sender",
+    "to_address", "pkg_path", "func", "args", "send", "max_deposit", "success",
+)
+EVENT_COLUMNS: tuple[str, ...] = (
+    "block_height", "tx_index", "event_index", "kind", "type", "pkg_path", "attrs",
+    "bytes_delta", "fee_amount", "fee_denom", "raw",
+)
+TX_ACCOUNT_COLUMNS: tuple[str, ...] = ("address", "block_height", "tx_index", "role")
+PACKAGE_FILE_COLUMNS: tuple[str, ...] = ("block_height", "tx_index", "msg_index", "name", "body")
+PACKAGE_COLUMNS: tuple[str, ...] = (
+    "path", "name", "creator", "block_height", "tx_index", "msg_index", "file_count",
+    "bytes", "address",
+)
+COIN_TRANSFER_COLUMNS: tuple[str, ...] = (
+    "block_height", "tx_index", "msg_index", "coin_index", "from_address", "to_address",
+    "denom", "amount", "source",
+)
+GRC20_TRANSFER_COLUMNS: tuple[str, ...] = (
+    "block_height", "tx_index", "event_index", "token", "pkg_path", "from_address",
+    "to_address", "amount", "kind",
+)
+GRC20_TOKEN_COLUMNS: tuple[str, ...] = (
+    "token", "pkg_path", "name", "symbol", "decimals", "first_height",
+)
+
 STATE_COLUMNS: tuple[str, ...] = (
     "component",
     "last_block_h",
@@ -69,6 +96,16 @@ TRANSACTIONS_TABLE = "transactions"
 CHECKPOINTS_TABLE = "checkpoints"
 APP_STATE_TABLE = "app_state"
 MIGRATIONS_TABLE = "schema_migrations"
+DECODER_STATE_TABLE = "decoder_state"
+MESSAGES_TABLE = "messages"
+EVENTS_TABLE = "events"
+TX_ACCOUNTS_TABLE = "tx_accounts"
+PACKAGE_FILES_TABLE = "package_files"
+PACKAGES_TABLE = "packages"
+COIN_TRANSFERS_TABLE = "coin_transfers"
+GRC20_TRANSFERS_TABLE = "grc20_transfers"
+GRC20_BALANCES_TABLE = "grc20_balances"
+GRC20_TOKENS_TABLE = "grc20_tokens"
 # Every table of a migrated schema.
 TABLES: tuple[str, ...] = (
     BLOCKS_TABLE, TRANSACTIONS_TABLE, CHECKPOINTS_TABLE, APP_STATE_TABLE, MIGRATIONS_TABLE,
