@@ -5,7 +5,7 @@ gnosync.decode and gnosync.store (it shares no code with them, on purpose).
 height and index order) and returns every derived table's rows as tuples in the
 column order of the decoding rules, so a test can compare them with ``SELECT <those
 columns> ... ORDER BY <primary key>``. Strings are sanitized the way gnosync stores
-them for NUL (U+FFFD); chains with invalid UTF-8 are not meant for this oracle.
+them (:func:`clean`).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "grc20_tokens": (GRC20_TOKEN_COLUMNS, ("token",)),
 }
 
+INVALID = re.compile("[\udc80-\udcff]")
 COIN = re.compile(r"([0-9]+)([a-zA-Z][a-zA-Z0-9/:._-]*)")
 GRC20_VALUE = re.compile(r"[0-9]{1,38}")
 DECIMALS = re.compile(r"[0-9]{1,9}")
@@ -55,8 +56,15 @@ COIN_SOURCE = {"BankMsgSend": "send", "MsgCall": "call", "MsgAddPackage": "add_p
 
 
 def clean(value: Any) -> Any:
-    """A served string as gnosync stores it (NUL is U+FFFD); other values unchanged."""
-    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+    """A served string as gnosync stores it: NUL becomes U+FFFD, and bytes that are not
+    UTF-8 (the devnet's surrogate escapes) are decoded as UTF-8 with replacement, as
+    the README says answers are; other values unchanged."""
+    if not isinstance(value, str):
+        return value
+    value = value.replace("\x00", "\ufffd")
+    if INVALID.search(value):
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return value
 
 
 def package_address(path: str) -> str:

@@ -110,7 +110,7 @@ def test_the_devnet_serves_every_shape_the_decoder_knows() -> None:
 
 
 async def test_derived_tables_agree_with_the_chain_row_by_row(devnet, db_dsn):
-    chain, url = devnet(profile="dense", blocks=150, genesis_txs=8, failure_rate=0.05)
+    chain, url = devnet(profile="dense", blocks=150, genesis_txs=8, failure_rate=0.05, hostile_txs=(40, 90))
     await sync(url, db_dsn, chain.tip)
     expected = oracle.derive_all(served(chain))
     assert all(expected[table] for table in oracle.TABLES), [t for t in oracle.TABLES if not expected[t]]
