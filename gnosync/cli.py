@@ -1,4 +1,4 @@
-"""The ``gnosync`` command: run, sync, status, migrate, verify, repair, db, devnet.
+"""The ``gnosync`` command: run, sync, status, migrate, verify, repair, rederive, db, devnet.
 
 Every failure a user can cause or fix (a bad flag, DSN or URL, an unreachable source, a
 chain mismatch) ends as one line on stderr and a non-zero exit; nothing half-written is
@@ -25,6 +25,7 @@ from gnosync.errors import ConfigError, GnosyncError
 from gnosync.observe.http import DEFAULT_ADDRESS, AddressInUse, Liveness, ObserveServer, parse_address
 from gnosync.observe.logs import configure_logging
 from gnosync.observe.metrics import SyncMetrics
+from gnosync.observe.progress import BackfillProgress
 from gnosync.observe.status import not_initialised, status_lines, status_report
 from gnosync.redact import redact_dsn, redact_text
 from gnosync.retry import RetryPolicy
@@ -33,6 +34,7 @@ from gnosync.source.pool import SourcePool
 from gnosync.source.subscribe import TipWatcher
 from gnosync.store import Store
 from gnosync.sync.loop import Follower, sync_range
+from gnosync.sync.rederive import bring_up_to_date, check_decoder_version
 from gnosync.sync.syncer import Syncer
 
 T = TypeVar("T")
@@ -99,6 +101,7 @@ async def _store(settings: Settings, *, migrate: bool, dsn: str | None = None) -
         component=settings.component,
         checkpoint_every=settings.checkpoint_every,
         durable_commits=settings.durable_commits,
+        derive=settings.derive,
     )
     try:
         if migrate:
@@ -133,6 +136,27 @@ async def _first_contact(settings: Settings, source: SourcePool) -> int:
     return height
 
 
+_DERIVE_OPTION = click.option(
+    "--derive", type=click.Choice(["all", "none"]),
+    help="all: also write the decoded tables with every batch, re-deriving first what is"
+    " missing or was built by an older gnosync; none: blocks, transactions and package"
+    " files only [default: all].",
+)
+
+
+async def _derived_up_to_date(
+    settings: Settings, store: Store, on_batch: Callable[[int, int, int], None] | None = None
+) -> None:
+    """With derive = all: derive what the stored chain lacks before syncing more. The
+    caller holds the writer lock."""
+    if settings.derive != "all":
+        return
+    await bring_up_to_date(
+        store, batch_size=settings.batch_size, batch_txs=settings.batch_txs,
+        progress=BackfillProgress(label="re-deriving"), on_batch=on_batch,
+    )
+
+
 class _Group(click.Group):
     """Turns usage errors into one line, like every other gnosync error."""
 
@@ -165,6 +189,7 @@ def main() -> None:
 @click.option("--subscribe/--no-subscribe", default=None, help="Wake on the source's new-block subscription [default: on].")
 @click.option("--http", help="Address for /metrics, /healthz, /readyz, /status [default: 127.0.0.1:9464, or a free port when that is taken; 'off' disables].")
 @click.option("--devnet", is_flag=True, help="Try gnosync out: serve `gnosync devnet`'s default chain (growing a block a second) on a free port in this process, and sync from it; Ctrl-C stops both. Not with --source.")
+@_DERIVE_OPTION
 def run(devnet: bool, **flags: Any) -> None:
     """Sync to the tip, then follow it until stopped (SIGINT/SIGTERM)."""
     if devnet:
@@ -190,6 +215,8 @@ def run(devnet: bool, **flags: Any) -> None:
             sources = _source(settings)  # a missing source is reported before anything starts
             dsn = await _dsn(settings)
             async with sources as source, _store(settings, migrate=True, dsn=dsn) as store:
+                if settings.derive == "all":
+                    check_decoder_version(store.schema, await store.decoder_state())
                 await _first_contact(settings, source)
                 state = await store.state.get_state()
                 metrics = SyncMetrics()
@@ -211,6 +238,9 @@ def run(devnet: bool, **flags: Any) -> None:
                         settings.sources, policy=_policy(settings, attempts=None),
                         connect_timeout=settings.connect_timeout,
                     ) if settings.subscribe else None,
+                    prepare=lambda: _derived_up_to_date(
+                        settings, store, on_batch=lambda *_: follower.liveness.beat()
+                    ),
                 )
                 async with _observe_server(settings, store, source, follower):
                     if settings.db:  # said once start-up went through, never before an error line
@@ -295,6 +325,7 @@ async def _observe_server(
 @click.option("--to", "end", type=click.IntRange(min=0), required=True, help="Last height (inclusive).")
 @click.option("--batch-size", type=int, help="Most blocks per batch [default: 10000].")
 @click.option("--fetch-concurrency", type=int, help="Ranges fetched at once [default: 4].")
+@_DERIVE_OPTION
 def sync_command(start: int, end: int, **flags: Any) -> None:
     """Sync exactly heights FROM..TO once and exit."""
     if end < start:
@@ -306,6 +337,9 @@ def sync_command(start: int, end: int, **flags: Any) -> None:
             tip = await _first_contact(settings, source)
             if end > tip:
                 raise ConfigError(f"--to {end} is above the source's latest height {tip}")
+            if settings.derive == "all":
+                await store.require_writer()
+                await _derived_up_to_date(settings, store)
             state = await store.state.get_state()
             syncer = Syncer(source, store, chain_id=state.chain_id if state else None)
             policy = _policy(settings, attempts=settings.retry_attempts)

@@ -154,6 +154,31 @@ SET_LOCAL_SEARCH_PATH = "SELECT set_config('search_path', $1, true)"
 # For the embedded server: create gnosync's database once.
 DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = $1"
 
+# -- decoded tables (migration 0004; rows built by gnosync.decode) -------------------------
+# The derived tables whose rows belong to one transaction (deleted with it, by height).
+PER_TX_DERIVED_TABLES: tuple[str, ...] = (
+    MESSAGES_TABLE, EVENTS_TABLE, TX_ACCOUNTS_TABLE, COIN_TRANSFERS_TABLE,
+    GRC20_TRANSFERS_TABLE, PACKAGES_TABLE,
+)
+# Everything a full re-derivation empties; package_files is stored data and never is.
+DERIVED_TABLES: tuple[str, ...] = (*PER_TX_DERIVED_TABLES, GRC20_TOKENS_TABLE, GRC20_BALANCES_TABLE)
+# The PostgreSQL types of the columns written through unnest() arrays.
+_UNNEST_TYPES: dict[str, str] = {
+    "path": "text", "name": "text", "creator": "text", "block_height": "bigint",
+    "tx_index": "integer", "msg_index": "integer", "file_count": "integer", "bytes": "bigint",
+    "address": "text", "token": "text", "pkg_path": "text", "symbol": "text",
+    "decimals": "integer", "first_height": "bigint",
+}
+
+
+def _unnest(table: str, columns: tuple[str, ...]) -> str:
+    """``INSERT INTO table (columns) SELECT * FROM unnest($1::type[], ...)``: one
+    parameter per column, each an array of that column's values."""
+    arrays = ", ".join(
+        f"${i}::{_UNNEST_TYPES[name]}[]" for i, name in enumerate(columns, start=1)
+    )
+    return f"INSERT INTO {table} AS x ({_columns(columns)}) SELECT * FROM unnest({arrays})"
+
 
 def _segment(blocks: str, txs: str, low: str, high: str, previous: str) -> str:
     """One row over the checkpoint segment ``low < height <= high``: its checksum chained
@@ -449,6 +474,92 @@ class Statements:
             + _MOVE_TOP_ONLY +
             " chain_id = COALESCE(a.chain_id, EXCLUDED.chain_id),"
             " updated_at = now()"
+        )
+
+        # -- decoded tables (see gnosync.store.derived) --------------------------------
+        def table(name: str) -> str:
+            return f"{s}.{quote_ident(name)}"
+
+        decoder_state = table(DECODER_STATE_TABLE)
+        transfers = table(GRC20_TRANSFERS_TABLE)
+        self.decoder_state = f"SELECT version, derived_to FROM {decoder_state}"
+        # A database without a block yet: its derived tables are this decoder's ($1).
+        self.adopt_decoder_version = (
+            f"UPDATE {decoder_state} SET version = $1, derived_to = NULL, updated_at = now()"
+            f" WHERE version <> $1 AND NOT EXISTS (SELECT 1 FROM {blocks})"
+        )
+        # A full re-derivation starts from empty derived tables, at decoder version $1.
+        self.truncate_derived = "TRUNCATE " + ", ".join(table(name) for name in DERIVED_TABLES)
+        self.reset_decoder_state = (
+            f"UPDATE {decoder_state} SET version = $1, derived_to = NULL, updated_at = now()"
+        )
+        # After deriving heights $1..$2: derived_to moves up to $2 when the rows below $1
+        # are all derived already (derived_to >= $1 - 1, or none is yet); a range derived
+        # above a hole leaves it where it is.
+        self.advance_derived_to = (
+            f"UPDATE {decoder_state} SET derived_to = GREATEST(derived_to, $2::bigint),"
+            " updated_at = now()"
+            " WHERE derived_to IS NULL OR derived_to >= $1::bigint - 1"
+        )
+        # Heights from $1 on lose their derived rows without getting new ones (a replaced
+        # range written with derive = none): derived_to falls below them.
+        self.lower_derived_to = (
+            f"UPDATE {decoder_state} SET derived_to = NULLIF($1::bigint - 1, -1), updated_at = now()"
+            " WHERE derived_to >= $1::bigint"
+        )
+        # The per-transaction derived rows of heights $1..$2, in one statement.
+        deletes = [
+            f"DELETE FROM {table(name)} WHERE block_height BETWEEN $1::bigint AND $2::bigint"
+            for name in PER_TX_DERIVED_TABLES
+        ]
+        self.delete_derived_between = (
+            "WITH " + ", ".join(f"d{i} AS ({stmt})" for i, stmt in enumerate(deletes[1:]))
+            + " " + deletes[0]
+        )
+        # GRC20 balances from the transfers stored at heights $1..$2, times $3 (1 adds
+        # them, -1 takes them back out before the range's transfers are deleted). One
+        # row per (token, address) of the range: received minus sent.
+        self.apply_balances = (
+            f"INSERT INTO {table(GRC20_BALANCES_TABLE)} AS b (token, address, balance, last_height)"
+            " SELECT token, address, sum(delta) * $3::integer, max(block_height) FROM ("
+            " SELECT token, to_address AS address, amount AS delta, block_height"
+            f" FROM {transfers} WHERE block_height BETWEEN $1::bigint AND $2::bigint"
+            " AND to_address IS NOT NULL"
+            " UNION ALL SELECT token, from_address, -amount, block_height"
+            f" FROM {transfers} WHERE block_height BETWEEN $1::bigint AND $2::bigint"
+            " AND from_address IS NOT NULL) d GROUP BY token, address"
+            " ON CONFLICT (token, address) DO UPDATE SET balance = b.balance + EXCLUDED.balance,"
+            " last_height = GREATEST(b.last_height, EXCLUDED.last_height)"
+        )
+        # A path is recorded by its first deployment: later ones change nothing.
+        self.insert_packages = (
+            _unnest(table(PACKAGES_TABLE), PACKAGE_COLUMNS) + " ON CONFLICT (path) DO NOTHING"
+        )
+        # A token keeps its earliest height and fills what it lacks; a row that would
+        # not change is not rewritten.
+        self.upsert_grc20_tokens = (
+            _unnest(table(GRC20_TOKENS_TABLE), GRC20_TOKEN_COLUMNS)
+            + " ON CONFLICT (token) DO UPDATE SET"
+            " first_height = LEAST(x.first_height, EXCLUDED.first_height),"
+            " name = COALESCE(x.name, EXCLUDED.name),"
+            " symbol = COALESCE(x.symbol, EXCLUDED.symbol),"
+            " decimals = COALESCE(x.decimals, EXCLUDED.decimals)"
+            " WHERE EXCLUDED.first_height < x.first_height"
+            " OR (x.name IS NULL AND EXCLUDED.name IS NOT NULL)"
+            " OR (x.symbol IS NULL AND EXCLUDED.symbol IS NOT NULL)"
+            " OR (x.decimals IS NULL AND EXCLUDED.decimals IS NOT NULL)"
+        )
+        # What re-derivation reads: the stored transactions of heights $1..$2.
+        self.stored_transactions_between = (
+            "SELECT block_height, tx_index, success, messages::text, response::text"
+            f" FROM {txs} WHERE block_height BETWEEN $1::bigint AND $2::bigint"
+            " ORDER BY block_height, tx_index"
+        )
+        # The height of the ($3 + 1)-th stored transaction of $1..$2 (null: fewer): a
+        # re-derivation batch ends there, whole heights only.
+        self.nth_transaction_height = (
+            f"SELECT block_height FROM {txs} WHERE block_height BETWEEN $1::bigint AND $2::bigint"
+            " ORDER BY block_height, tx_index OFFSET $3 LIMIT 1"
         )
 
     def update_state(self, columns: Iterable[str]) -> str:
