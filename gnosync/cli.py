@@ -496,6 +496,50 @@ def repair(start: int | None, end: int | None, against_source: bool, as_json: bo
         sys.exit(1)
 
 
+@main.command()
+@_common
+@click.option("--from", "start", type=click.IntRange(min=0), help="First height to re-derive [default: the lowest stored].")
+@click.option("--to", "end", type=click.IntRange(min=0), help="Last height to re-derive [default: the highest stored].")
+@click.option("--batch-size", type=int, help="Most heights per transaction [default: 10000; each aims at batch_txs transactions].")
+def rederive(start: int | None, end: int | None, **flags: Any) -> None:
+    """Rebuild the decoded tables from the stored transactions (no source needed).
+
+    Without --from/--to: empty every derived table (package_files is stored data and
+    stays) and derive the whole stored chain again, at this gnosync's decoder version.
+    With a range: take that range's derived rows back (balances included) and derive
+    them again. Batch by batch, each in one transaction, so it is safe to stop and run
+    again. It writes, so it needs the writer lock: stop `gnosync run` first (exit 2
+    while another process holds it).
+    """
+    from gnosync.store import NotTheWriter
+    from gnosync.sync.rederive import rederive as rederive_chain
+
+    if start is not None and end is not None and end < start:
+        raise click.BadParameter(f"--to {end} is below --from {start}", param_hint="--to")
+    settings = _settings(**flags)
+
+    async def main() -> Any:
+        async with _store(settings, migrate=True) as store:
+            return await rederive_chain(
+                store, start, end, batch_size=settings.batch_size, batch_txs=settings.batch_txs,
+                progress=BackfillProgress(label="re-deriving"),
+            )
+
+    try:
+        done = _run(main())
+    except NotTheWriter as exc:
+        # Like a bad setting: nothing ran, and the fix is the operator's (stop the writer).
+        raise ConfigError(str(exc)) from None
+    if done.start is None:
+        click.echo("gnosync: nothing is stored; the derived tables are empty", err=True)
+    else:
+        click.echo(
+            f"gnosync: re-derived heights {done.start}..{done.end}"
+            f" ({done.transactions} transactions in {done.batches} batches)",
+            err=True,
+        )
+
+
 def _devnet_config(*, chain_id: str | None = None, genesis_txs: int = 300, **options: Any) -> Any:
     """The ``ChainConfig`` of the chain ``gnosync devnet`` serves with these options:
     genesis built from the gnoland1 exports' files when they are found, and, without a

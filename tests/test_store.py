@@ -39,7 +39,7 @@ from gnosync.model import (
 )
 
 CHAIN = "test-chain"
-MIGRATIONS = ["0001_initial", "0002_checkpoints", "0003_sanitized_shared_hashes"]
+MIGRATIONS = ["0001_initial", "0002_checkpoints", "0003_sanitized_shared_hashes", "0004_decoded"]
 
 
 # -- building batches by hand --------------------------------------------------------------
@@ -289,6 +289,9 @@ async def test_migrate_creates_tables_in_default_schema(db_dsn):
         "app_state",
         "checkpoints",
         "schema_migrations",
+        "decoder_state",
+        "package_files",
+        *sql.DERIVED_TABLES,
     }
     rows = await fetch(db_dsn, "SELECT indexname FROM pg_indexes WHERE schemaname = 'indexer'")
     indexes = {r["indexname"] for r in rows}
