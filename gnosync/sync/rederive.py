@@ -102,9 +102,9 @@ def check_decoder_version(schema: str, state: DecoderState) -> None:
     one cannot add rows of its older decoder to them."""
     if state.version > DECODER_VERSION:
         raise DecoderTooNew(
-            f"schema {schema}'s derived tables were built by a newer gnosync (decoder"
-            f" version {state.version}, this one has {DECODER_VERSION}); upgrade, or run"
-            " with --derive none"
+            f"schema {schema}'s derived tables are of decoder version {state.version},"
+            f" this gnosync's is {DECODER_VERSION}: built by a newer gnosync; upgrade, or"
+            " run with --derive none"
         )
 
 
