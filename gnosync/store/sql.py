@@ -581,6 +581,10 @@ class Statements:
             " ON CONFLICT (token, address) DO UPDATE SET balance = b.balance + EXCLUDED.balance,"
             " last_height = GREATEST(b.last_height, EXCLUDED.last_height)"
         )
+        # Every balance again from every stored transfer (after this, apply_balances over
+        # all heights on the emptied table): repair's answer to a balance that is not the
+        # sum of its transfers.
+        self.truncate_balances = f"TRUNCATE {table(GRC20_BALANCES_TABLE)}"
         # A path is recorded by its first deployment: later ones change nothing.
         self.insert_packages = (
             _unnest(table(PACKAGES_TABLE), PACKAGE_COLUMNS) + " ON CONFLICT (path) DO NOTHING"

@@ -26,7 +26,7 @@ from gnosync.store.lock import (
     standby_name,
     writer_lock_key,
 )
-from gnosync.store.audit import AuditReader, BlockLink
+from gnosync.store.audit import MAX_HEIGHT, MIN_HEIGHT, AuditReader, BlockLink
 from gnosync.store.checkpoints import boundaries
 from gnosync.store.migrate import apply_migrations
 from gnosync.store.rows import block_row, stored_transaction_row, stored_tx
@@ -532,6 +532,14 @@ class Store:
                 batch.last_tx_hash,
                 chain_id,
             )
+
+    async def rebuild_balances(self) -> None:
+        """Recompute every GRC20 balance from the stored transfers, in one transaction
+        fenced by the writer lock: what repair does when a balance is not the sum of its
+        transfers (the transfers are the record; balances only sum them)."""
+        async with self._writing("rebuilding the GRC20 balances") as conn:
+            await conn.execute(self._sql.truncate_balances)
+            await conn.execute(self._sql.apply_balances, MIN_HEIGHT, MAX_HEIGHT, 1)
 
     async def delete_orphan_transactions(self, start: int, end: int) -> int:
         """Delete the stored transactions at ``start..end`` whose block is not stored;

@@ -399,14 +399,17 @@ async def _check_derived(report: VerifyReport, reader: AuditReader, low: int, hi
     if derived_to is not None and derived_to >= low:
         top = min(high, derived_to)
         rows = await reader.derived_counts(low, top, limit)
+        first_of: dict[int, Any] = {}
+        for row in rows:  # one problem per height, naming its first such transaction
+            first_of.setdefault(row["height"], row)
         _add(report, "derived", rows, limit, (
             Problem(
-                "derived", row["height"],
-                f"transaction {row['height']}/{row['tx_index']} holds {row['served_messages']}"
+                "derived", height,
+                f"transaction {height}/{row['tx_index']} holds {row['served_messages']}"
                 f" messages and {row['served_events']} events, {row['messages']} and"
                 f" {row['events']} are derived",
             )
-            for row in rows
+            for height, row in first_of.items()
         ))
     rows = await reader.balances(limit)
     _add(report, "balance", rows, limit, (
