@@ -55,6 +55,14 @@ async def status_report(store: Store, source: SourcePool | None, component: str)
             report.update(state.to_json_dict())
         else:
             report.update(last_block_h=None, status="never synced")
+    if report.get("status") != NOT_INITIALISED:
+        try:
+            decoded = await store.decoder_state()
+        except StoreError:
+            decoded = None  # a schema older than the decoded tables: nothing to say
+        if decoded is not None:
+            report["decoder_version"] = decoded.version
+            report["derived_to"] = decoded.derived_to
     try:
         writers = await store.writers()
     except StoreError:
