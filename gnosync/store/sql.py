@@ -160,6 +160,11 @@ PER_TX_DERIVED_TABLES: tuple[str, ...] = (
     MESSAGES_TABLE, EVENTS_TABLE, TX_ACCOUNTS_TABLE, COIN_TRANSFERS_TABLE,
     GRC20_TRANSFERS_TABLE, PACKAGES_TABLE,
 )
+# The derived tables that hold no foreign key to transactions (a per-row check costs
+# more than their rows): gnosync deletes their rows wherever it deletes transactions.
+UNREFERENCING_DERIVED_TABLES: tuple[str, ...] = (
+    TX_ACCOUNTS_TABLE, COIN_TRANSFERS_TABLE, GRC20_TRANSFERS_TABLE, PACKAGES_TABLE,
+)
 # Everything a full re-derivation empties; package_files is stored data and never is.
 DERIVED_TABLES: tuple[str, ...] = (*PER_TX_DERIVED_TABLES, GRC20_TOKENS_TABLE, GRC20_BALANCES_TABLE)
 # The PostgreSQL types of the columns written through unnest() arrays.
@@ -507,8 +512,17 @@ class Statements:
         self.delete_blocks_between = (
             f"DELETE FROM {blocks} WHERE height BETWEEN $1::bigint AND $2::bigint"
         )
+        # The derived tables without a foreign key lose their rows of those heights in
+        # the same statement (the others follow the transactions by cascade).
+        orphan_derived = ", ".join(
+            f"o{i} AS (DELETE FROM {s}.{quote_ident(name)} x"
+            " WHERE x.block_height BETWEEN $1::bigint AND $2::bigint"
+            f" AND NOT EXISTS (SELECT 1 FROM {blocks} b WHERE b.height = x.block_height))"
+            for i, name in enumerate(UNREFERENCING_DERIVED_TABLES)
+        )
         self.delete_orphan_transactions = (
-            f"DELETE FROM {txs} t WHERE t.block_height BETWEEN $1::bigint AND $2::bigint"
+            f"WITH {orphan_derived}"
+            f" DELETE FROM {txs} t WHERE t.block_height BETWEEN $1::bigint AND $2::bigint"
             f" AND NOT EXISTS (SELECT 1 FROM {blocks} b WHERE b.height = t.block_height)"
         )
         # After a replaced range whose last block is $2 ($3 its hash, $4 the range's last
