@@ -514,7 +514,7 @@ class Store:
         start, end = batch.start, batch.end
         async with self._writing(f"replacing blocks {start}..{end}") as conn:
             had = [row["height"] for row in await conn.fetch(self._sql.checkpoint_heights, start, end)]
-            await conn.execute(self._sql.apply_balances, start, end, -1)
+            await take_back(conn, self._sql, start, end)
             await conn.execute(self._sql.delete_transactions_between, start, end)
             await conn.execute(self._sql.delete_blocks_between, start, end)
             await self._copy(conn, block_rows, tx_rows, file_rows)
