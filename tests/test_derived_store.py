@@ -15,12 +15,12 @@ import msgspec
 import pytest
 
 from gnosync.decode import DECODER_VERSION, package_address, split_files
-from gnosync.errors import StoreError
+from gnosync.errors import ConfigError, StoreError
 from gnosync.model import Batch
 from gnosync.store import Store, sql
 from gnosync.store.migrate import apply_migrations, load_migrations
 from gnosync.store.rows import block_row, transaction_row
-from gnosync.sync.rederive import rederive
+from gnosync.sync.rederive import bring_up_to_date, rederive
 
 from .factory import make_chain
 
@@ -291,3 +291,32 @@ async def test_migration_0004_moves_file_bodies_out_of_stored_messages(db_dsn):
     assert len(files) == 2 * len([h for h in range(1, 41) if h % 9 == 0]) + 1
     dup = stored[(duplicate.block_height, duplicate.index)][0]["value"]["package"]["files"]
     assert dup == [{"name": "a.gno", "size": 5}, {"name": 7, "body": "odd"}, {"name": "a.gno", "body": "one"}]
+
+
+async def test_heights_stored_without_derivation_are_derived_before_more_are(db_dsn):
+    raw = await connected(db_dsn, derive="none")
+    try:
+        first, ref = chain(0, 30)
+        await raw.commit_batch(first, chain_id="dev", status="syncing")
+    finally:
+        await raw.close()
+    store = await connected(db_dsn)
+    try:
+        # Rows derived above a hole do not claim the heights below.
+        second, _ = chain(31, 60, ref)
+        await store.commit_batch(second, chain_id="dev", status="syncing")
+        assert await state(store) == (DECODER_VERSION, None)
+        await store.require_writer()
+        done = await bring_up_to_date(store, batch_txs=10)
+        assert (done.start, done.end) == (0, 60)
+        assert await state(store) == (DECODER_VERSION, 60)
+        assert await bring_up_to_date(store) is None
+        messages = await query(db_dsn, "SELECT count(*) FROM indexer.messages")
+        assert messages[0][0] == len(first.transactions) + len(second.transactions)
+        assert await query(db_dsn, BALANCES_OFF) == []
+        # A range cannot be re-derived over tables of another decoder version.
+        await query(db_dsn, "UPDATE indexer.decoder_state SET version = 0")
+        with pytest.raises(ConfigError, match="re-derive them all"):
+            await rederive(store, 10, 20)
+    finally:
+        await store.close()

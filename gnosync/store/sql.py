@@ -557,13 +557,14 @@ class Statements:
         self.reset_decoder_state = (
             f"UPDATE {decoder_state} SET version = $1, derived_to = NULL, updated_at = now()"
         )
-        # After deriving heights $1..$2: derived_to moves up to $2 when the rows below $1
-        # are all derived already (derived_to >= $1 - 1, or none is yet); a range derived
-        # above a hole leaves it where it is.
+        # After deriving heights $1..$2: derived_to moves up to $2 when the heights below
+        # $1 are all derived already (derived_to >= $1 - 1, or none is derived and none is
+        # stored below $1); a range derived above a hole leaves it where it is.
         self.advance_derived_to = (
             f"UPDATE {decoder_state} SET derived_to = GREATEST(derived_to, $2::bigint),"
             " updated_at = now()"
-            " WHERE derived_to IS NULL OR derived_to >= $1::bigint - 1"
+            " WHERE derived_to >= $1::bigint - 1 OR (derived_to IS NULL"
+            f" AND NOT EXISTS (SELECT 1 FROM {blocks} WHERE height < $1::bigint))"
         )
         # Heights from $1 on lose their derived rows without getting new ones (a replaced
         # range written with derive = none): derived_to falls below them.
