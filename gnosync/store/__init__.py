@@ -4,7 +4,7 @@
 ``commit_batch()`` writes a batch of blocks and transactions together with the sync
 state and the checkpoints due at its heights, in one transaction; ``replace_range()``
 swaps stored heights for re-fetched ones the same way (``gnosync repair``);
-``rederive_range()`` rebuilds the decoded tables of stored heights (``gnosync rederive``);
+``stored_transactions()`` and ``write_rederived()`` rebuild the decoded tables of stored heights (``gnosync rederive``);
 ``auditing()`` opens the set-based checks of ``gnosync verify`` on one snapshot.
 Database failures raise ``gnosync.errors.StoreError``.
 

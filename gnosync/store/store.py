@@ -614,9 +614,16 @@ class Store:
         async with self._errors(f"reading transactions {start}..{end}"):
             return await self._pool.fetchval(self._sql.nth_transaction_height, start, end, n)
 
-    async def rederive_range(self, start: int, end: int, *, clear: bool) -> int:
-        """Derive heights ``start..end`` again from their stored transactions, in one
-        transaction; how many transactions it read.
+    async def stored_transactions(self, start: int, end: int) -> list[decode.StoredTx]:
+        """The stored transactions of heights ``start..end`` as the decoder takes them,
+        in height and index order (a pool connection: a re-derivation reads the next
+        batch while the writer connection stores the one before)."""
+        async with self._errors(f"reading the transactions of {start}..{end}"):
+            rows = await self._pool.fetch(self._sql.stored_transactions_between, start, end)
+        return [decode.StoredTx(*row) for row in rows]
+
+    async def write_rederived(self, start: int, end: int, derived: decode.Derived, *, clear: bool) -> None:
+        """Store ``derived``, the rows of heights ``start..end``, in one transaction.
 
         ``clear``: first take the range's old derived rows back (balances, then the
         rows); without it the range must hold none (after :meth:`reset_derived`).
@@ -625,12 +632,9 @@ class Store:
         async with self._writing(f"re-deriving heights {start}..{end}") as conn:
             if not self.durable_commits:
                 await conn.execute(sql.ASYNC_COMMIT)
-            rows = await conn.fetch(self._sql.stored_transactions_between, start, end)
             if clear:
                 await take_back(conn, self._sql, start, end)
-            derived = decode.derive([decode.StoredTx(*row) for row in rows])
             await write_derived(conn, self._sql, derived, start, end)
-        return len(rows)
 
     @asynccontextmanager
     async def auditing(self) -> AsyncIterator[AuditReader]:

@@ -1,10 +1,11 @@
 """``gnosync rederive``: rebuild the derived tables from the stored transactions.
 
 No source is needed: every batch reads stored transactions, derives their rows with
-:func:`gnosync.decode.derive` and writes them, in one transaction
-(:meth:`gnosync.store.Store.rederive_range`). Each batch holds whole heights, at most
-``batch_size`` of them, aiming at ``batch_txs`` transactions, and moves
-``decoder_state.derived_to`` up, so a killed run is simply run again.
+:func:`gnosync.decode.derive` and writes them in one transaction
+(:meth:`gnosync.store.Store.write_rederived`), while the next batch is read and decoded.
+Each batch holds whole heights, at most ``batch_size`` of them, aiming at ``batch_txs``
+transactions, and moves ``decoder_state.derived_to`` up, so a killed run is simply run
+again.
 
 * Whole database (no range): empty the derived tables (package_files is stored data and
   stays), record this decoder's version, then derive from the lowest stored height up.
@@ -17,13 +18,14 @@ stored top (after ``derive = none``) is derived from there on.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
 
-from gnosync.decode import DECODER_VERSION
+from gnosync.decode import DECODER_VERSION, Derived, StoredTx, derive
 from gnosync.errors import ConfigError
 from gnosync.observe.progress import BackfillProgress
 from gnosync.store.store import DecoderState
@@ -43,7 +45,8 @@ class RederiveStore(Protocol):
     async def stored_bounds(self) -> tuple[int, int] | None: ...
     async def reset_derived(self) -> None: ...
     async def nth_transaction_height(self, start: int, end: int, n: int) -> int | None: ...
-    async def rederive_range(self, start: int, end: int, *, clear: bool) -> int: ...
+    async def stored_transactions(self, start: int, end: int) -> list[StoredTx]: ...
+    async def write_rederived(self, start: int, end: int, derived: Derived, *, clear: bool) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -161,24 +164,38 @@ async def _forward(
     progress: BackfillProgress | None,
     on_batch: Callable[[int, int, int], None] | None,
 ) -> Rederived:
-    """Derive ``low..high`` batch by batch, in height order."""
-    first = low
+    """Derive ``low..high`` batch by batch, in height order.
+
+    The next batch is read and decoded while the one before is written (the reads use
+    a pool connection, the writes the writer's), so PostgreSQL's work on one and
+    gnosync's on the other overlap; the writes stay strictly in height order.
+    """
+
+    async def read(first: int) -> tuple[int, int, int, Derived]:
+        last = min(high, first + batch_size - 1)
+        over = await store.nth_transaction_height(first, last, batch_txs)
+        if over is not None:
+            last = max(first, over - 1)
+        txs = await store.stored_transactions(first, last)
+        return first, last, len(txs), derive(txs)
+
     batches = transactions = 0
+    ahead: asyncio.Task | None = asyncio.ensure_future(read(low)) if low <= high else None
     try:
-        while first <= high:
-            last = min(high, first + batch_size - 1)
-            over = await store.nth_transaction_height(first, last, batch_txs)
-            if over is not None:
-                last = max(first, over - 1)
-            count = await store.rederive_range(first, last, clear=clear)
+        while ahead is not None:
+            first, last, count, derived = await ahead
+            ahead = asyncio.ensure_future(read(last + 1)) if last < high else None
+            await store.write_rederived(first, last, derived, clear=clear)
             transactions += count
             batches += 1
             if on_batch is not None:
                 on_batch(first, last, count)
             if progress is not None:
                 progress.update(last, high)
-            first = last + 1
     finally:
+        if ahead is not None:
+            ahead.cancel()
+            await asyncio.gather(ahead, return_exceptions=True)
         if progress is not None:
             progress.close()
     return Rederived(low, high, batches, transactions)
