@@ -14,8 +14,10 @@ as an asynchronous replica can at a failover), :meth:`PgPair.wait_replayed` and
 :meth:`PgPair.replay_lag`. :func:`running_pair` stops both servers (immediately) and
 removes the directory however the block ends.
 
-Also used by ``bench/chaos.py``'s failover episode. Administration goes through
-``psql`` so that it works from synchronous fixtures and threads alike.
+Also used by ``bench/chaos.py`` (its database, and its failover episode), which also
+restarts the primary (:meth:`PgPair.stop_primary`, :meth:`PgPair.start_primary`).
+Administration goes through ``psql`` so that it works from synchronous fixtures and
+threads alike.
 """
 
 from __future__ import annotations
@@ -135,8 +137,7 @@ class PgPair:
                 "wal_keep_size = '256MB'\nfsync = off\nfull_page_writes = off\n"
                 "shared_buffers = '32MB'\nmax_connections = 40\n"
             )
-        self._ctl(self.primary_dir, "-l", str(self.root / "primary.log"), "-w",
-                  "-o", f"-p {self.primary_port}", "start")
+        self.start_primary()
         self.sql(self.primary_port, f'CREATE DATABASE "{DATABASE}"', database="postgres")
         self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary_port), "-U", USER,
                   "-D", str(self.replica_dir), "-R", "-X", "stream", "-c", "fast", "--no-sync")
@@ -157,7 +158,16 @@ class PgPair:
 
     def kill_primary(self) -> None:
         """``pg_ctl stop -m immediate``: the primary dies as in a crash."""
-        self._ctl(self.primary_dir, "-m", "immediate", "-w", "stop")
+        self.stop_primary("immediate")
+
+    def stop_primary(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m <mode>`` of the primary (the replica keeps retrying it)."""
+        self._ctl(self.primary_dir, "-m", mode, "-w", "stop")
+
+    def start_primary(self) -> None:
+        """Start the primary again after :meth:`stop_primary`."""
+        self._ctl(self.primary_dir, "-l", str(self.root / "primary.log"), "-w",
+                  "-o", f"-p {self.primary_port}", "start")
 
     def promote(self) -> None:
         """Promote the replica; returns once it accepts writes."""
@@ -210,13 +220,17 @@ class PgPair:
             time.sleep(0.05)
 
 
+def new_root() -> Path:
+    """A new temporary directory for a pair. Not under pytest's ``tmp_path`` or another
+    private directory: its parents must let the ``postgres`` user through."""
+    return Path(tempfile.mkdtemp(prefix="gnosync-pgpair-"))
+
+
 @contextmanager
 def running_pair() -> Iterator[PgPair]:
     """A started :class:`PgPair` in a new temporary directory; both servers stopped
     (immediately) and the directory removed afterwards, also when the block fails."""
-    # Not under pytest's tmp_path: its parents are private to root, and the servers run
-    # as postgres.
-    root = Path(tempfile.mkdtemp(prefix="gnosync-pgpair-"))
+    root = new_root()
     pair = PgPair(root)
     try:
         pair.start()

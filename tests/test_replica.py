@@ -14,6 +14,7 @@ import asyncpg
 import orjson
 import pytest
 
+from gnosync.observe.status import status_lines
 from gnosync.store.replica import ReplicaState, lag_warning
 from gnosync.sync.verify import VerifyReport
 
@@ -120,7 +121,7 @@ def test_a_large_replay_lag_is_a_warning_line():
     cut = ReplicaState(receiving=False, last_replayed_at=None, replay_lag_s=None)
     assert lag_warning(None) is None and lag_warning(near) is None
     assert lag_warning(far) == (
-        "warning: this replica is 125.5 s behind its primary: it lacks what was committed since;"
+        "this replica is 125.5 s behind its primary: it lacks what was committed since;"
         " read from the primary, or check the replication")
     assert "unknown time" in lag_warning(cut) and "receives nothing from a primary" in lag_warning(cut)
 
@@ -128,9 +129,13 @@ def test_a_large_replay_lag_is_a_warning_line():
     lines = report.text().splitlines()
     assert lines[0].endswith("clean; ran on a replica 125.5 s behind its primary (streaming,"
                              " last replayed commit at 2026-01-02T03:04:05+00:00)")
-    assert lines[1] == lag_warning(far)
+    assert lines[1] == f"warning: {lag_warning(far)}"
     assert report.to_json_dict()["replica"] == {
         "in_recovery": True, "receiving": True,
         "last_replayed_at": "2026-01-02T03:04:05+00:00", "replay_lag_s": 125.5}
+    lines = status_lines({"last_block_h": 9, "replica": far.to_json_dict(), "warning": lag_warning(far)})
+    assert lines[1] == ("replica       a replica 125.5 s behind its primary (streaming, last replayed"
+                        " commit at 2026-01-02T03:04:05+00:00); the writers show on the primary")
+    assert lines[2] == f"warning       {lag_warning(far)}"
     assert VerifyReport(start=0, end=9).text().splitlines() == [
         "heights 0..9: 0 blocks, 0 transactions, 0 checkpoints; clean"]

@@ -39,8 +39,9 @@ async def status_report(store: Store, source: SourcePool | None, component: str)
     does not answer leaves ``source_height`` and ``lag`` null and says why in
     ``source_error``. On a read-only replica it adds ``replica`` (its replay lag, see
     :class:`gnosync.store.replica.ReplicaState`) and, when that lag is large, a
-    ``warning``; the writers then show on the primary only. Every text in it is redacted (:func:`gnosync.redact.redact_text`),
-    whoever wrote it: a ``last_error`` stored by an older gnosync, or a library's message.
+    ``warning``; the writers then show on the primary only. Every text in it is
+    redacted (:func:`gnosync.redact.redact_text`), whoever wrote it: a ``last_error``
+    stored by an older gnosync, or a library's message.
     """
     report: dict[str, Any] = {"component": component, "database": store.dsn}
     try:

@@ -57,13 +57,13 @@ class ReplicaState:
 
 
 def lag_warning(state: ReplicaState | None, limit: float = LAG_WARNING_S) -> str | None:
-    """A warning line when ``state`` is a replica more than ``limit`` seconds behind
-    (or cut off from its primary and unable to say); None otherwise."""
+    """The warning when ``state`` is a replica more than ``limit`` seconds behind (or one
+    that cannot say how far); None otherwise."""
     if state is None:
         return None
     if state.replay_lag_s is None or state.replay_lag_s > limit:
         lag = "an unknown time" if state.replay_lag_s is None else f"{state.replay_lag_s:g} s"
-        return (f"warning: this replica is {lag} behind its primary: it lacks what was committed"
+        return (f"this replica is {lag} behind its primary: it lacks what was committed"
                 " since; read from the primary, or check the replication"
                 + ("" if state.receiving else " (the replica receives nothing from a primary)"))
     return None

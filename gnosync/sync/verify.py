@@ -161,7 +161,7 @@ class VerifyReport:
         lines = [head]
         warning = lag_warning(self.replica)
         if warning is not None:
-            lines.append(warning)
+            lines.append(f"warning: {warning}")
         for kind, count in counts.items():
             of_kind = [p for p in self.problems if p.kind == kind]
             shown = ", ".join(_where(p) for p in of_kind[:SHOWN])
