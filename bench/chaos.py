@@ -22,8 +22,10 @@ What runs, all on loopback and in a temporary directory:
 What happens to it: ``kill -9`` at random moments (restarted at once), standby
 takeovers (a second ``gnosync run`` waits as a standby, the leader is killed), one
 PostgreSQL restart (with a standby waiting), one outage of one endpoint and one of both,
-and one primary failover (the primary killed with ``pg_ctl stop -m immediate``, the
-replica promoted 0.5-2 s later, as a failover manager would).
+and one primary failover (the replica cut off from the primary for a moment, so that it
+lacks the last commits as an asynchronous replica can, then the primary killed with
+``pg_ctl stop -m immediate`` and the replica promoted 0.5-2 s later, as a failover
+manager would).
 
 What is measured: the recovery time of every episode that stops progress, from the end
 of the fault (the process killed, PostgreSQL accepting connections again, both
@@ -32,7 +34,8 @@ first "batch committed" log line after it (and, as a cross-check, when a 50 ms p
 ``app_state.last_block_h`` first saw it move). A kill + restart includes Python's
 start-up and is reported apart from the recoveries inside a running process. Every
 100 ms ``pg_locks``/``pg_stat_activity`` are sampled for sessions holding the writer
-lock or named "gnosync leader ...": there must never be two.
+lock or named "gnosync leader ...": there must never be two, nor two commits of one
+height (except the heights a failover lost with the killed primary, committed again).
 
 At the end the faults stop, gnosync catches up with endpoint A's tip, is stopped with
 SIGTERM, and the database is compared with endpoint A hash by hash and field by field
@@ -124,8 +127,9 @@ EPISODES: dict[str, tuple[float, str]] = {
     "refusing_endpoint": (0.3, "endpoint B answers HTTP 403 for 8 s"),
     "bad_block": (0.5, "both endpoints serve a block 1,000 heights ahead with a wrong"
                        " parent hash for 6 s, then the right one"),
-    "primary_failover": (0.8, "the PostgreSQL primary killed (pg_ctl stop -m immediate),"
-                              " its streaming replica promoted 0.5-2 s later"),
+    "primary_failover": (0.8, "the PostgreSQL replica cut off from its primary for 0.5-3 s"
+                              " (so it lacks the last commits), the primary killed"
+                              " (pg_ctl stop -m immediate), the replica promoted 0.5-2 s later"),
 }
 CHAIN: dict[str, str] = {
     "nul_tx": "a transaction with NUL in its memo and a call argument, 60 % into the backfill",
@@ -142,7 +146,7 @@ SELECT
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   ) AS holders,
   (SELECT count(*) FROM pg_stat_activity
-    WHERE datname = current_database() AND application_name = $3) AS named
+    WHERE datname = current_database() AND application_name LIKE $3) AS named
 """
 
 
@@ -621,7 +625,8 @@ class Chaos:
     async def sample_writers(self, stop: asyncio.Event) -> None:
         """Every 100 ms: sessions holding the writer lock, and sessions named leader."""
         classid, objid = lock_tag(writer_lock_key(SCHEMA))
-        name = leader_name(SCHEMA, COMPONENT)[:63]
+        # Any gnosync process's leader connection: the name ends in that process's pid@host.
+        name = leader_name(SCHEMA, COMPONENT, pid=0, host="h").rpartition(" ")[0] + " %"
         conn: asyncpg.Connection | None = None
         while not stop.is_set():
             try:
@@ -818,10 +823,15 @@ class Chaos:
             standby = await self.spawn("standby")
             await self.wait_role(standby, "standby")
         await asyncio.sleep(self.rng.uniform(0.3, 2.0))
+        cut_for = round(self.rng.uniform(0.5, 3.0), 2)
         wait = round(self.rng.uniform(0.5, 2.0), 2)
+        await asyncio.to_thread(self.pair.cut_off)
+        cut_at_h = self.height()
+        await asyncio.sleep(cut_for)
         lag = await asyncio.to_thread(self.pair.replay_lag)
-        self.say(f"primary failover: pg_ctl stop -m immediate of the primary at h={self.height()},"
-                 f" replica (replay lag {lag:.3f}s) promoted {wait:g}s later")
+        self.say(f"primary failover: replica cut off at h={cut_at_h} for {cut_for:g}s, then"
+                 f" pg_ctl stop -m immediate of the primary at h={self.height()}; replica"
+                 f" promoted {wait:g}s later")
         started = now()
         self.db_down = True
         await asyncio.to_thread(self.pair.kill_primary)
@@ -832,8 +842,8 @@ class Chaos:
         self.db_down = False
         promoted = await self.height_now()
         episode = Episode("primary_failover", started, back, promoted, detail={
-            "promote_after_s": round(back - started, 3), "replay_lag_s": round(lag, 3),
-            "last_seen_on_primary": killed_at_h, "promoted_holds": promoted,
+            "promote_after_s": round(back - started, 3), "cut_off_s": cut_for,
+            "replay_lag_s": round(lag, 3), "last_seen_on_primary": killed_at_h, "promoted_holds": promoted,
             "heights_resynced": None if killed_at_h is None or promoted is None
             else max(0, killed_at_h - promoted)})
         await self.measure(episode)
@@ -874,8 +884,10 @@ class Chaos:
         """A bad block ahead of the sync on every endpoint: gnosync must hold just below
         it (never step over it), then go on once the block is served right."""
         stored = await self.height_now() or 0
-        tip = (await self.a.state())["tip"]
-        bad = max(stored + 1, min(tip, stored + 1000))
+        tip = max([(await d.state())["tip"] for d in (self.a, self.b)])
+        # At the tip, a block neither endpoint serves yet: one already served may be
+        # committed before the fault is set, which would not be stepping over it.
+        bad = stored + 1000 if tip >= stored + 1000 else tip + 2
         self.standing = {"bad_link_height": bad}  # the phases of endpoint A keep it
         started = now()
         await asyncio.gather(self.a.control("faults", self.standing),
@@ -1168,6 +1180,28 @@ class Chaos:
 
     # -- the report -----------------------------------------------------------------------
 
+    def kept_commits(self) -> tuple[list[Commit], int]:
+        """The logged commits, less what a failover lost: a commit logged before the
+        primary was killed, above the height the promoted replica held, is gone with the
+        old primary and is committed again, which is no overlap. Also how many were cut."""
+        kept, lost = [], 0
+        for logged in self.commits:
+            commit: Commit | None = logged
+            for e in self.episodes:
+                held = e.detail.get("promoted_holds")
+                if e.kind == "primary_failover" and held is not None and commit.ts < e.started:
+                    if commit.start > held:
+                        commit = None
+                        break
+                    if commit.end > held:
+                        commit = Commit(commit.ts, commit.proc, commit.start, held,
+                                        commit.blocks, commit.txs)
+            if commit is not logged:
+                lost += 1
+            if commit is not None:
+                kept.append(commit)
+        return kept, lost
+
     def report(self, chaos_s: float, end: dict[str, Any], faults: dict[str, Any],
                comparison: dict[str, Any]) -> dict[str, Any]:
         measured = [e for e in self.episodes if e.measured]
@@ -1184,7 +1218,8 @@ class Chaos:
             for kind, n in state["counts"].items():
                 counts[kind] = counts.get(kind, 0) + n
         overlaps = 0
-        ordered = sorted(self.commits, key=lambda c: c.start)
+        kept, lost = self.kept_commits()
+        ordered = sorted(kept, key=lambda c: c.start)
         for prev, cur in zip(ordered, ordered[1:]):
             if cur.start <= prev.end:
                 overlaps += 1
@@ -1274,7 +1309,8 @@ class Chaos:
                         "max_lock_holders": self.max_holders,
                         "max_leader_sessions": self.max_named,
                         "samples_with_two": self.two_leader_samples,
-                        "overlapping_committed_ranges": overlaps},
+                        "overlapping_committed_ranges": overlaps,
+                        "commits_lost_with_a_failed_primary": lost},
             "last_block_h_went_backwards": self.h_backwards,
             "monitor_errors": dict(self.monitor_errors),
             "catch_up": end,
@@ -1316,8 +1352,8 @@ def print_report(r: dict[str, Any]) -> None:
           + ", ".join(f"{t['recovery_s']}s" for t in r["takeovers"]))
     print(f"PostgreSQL restart {r['pg_restarts']}")
     for f in r["failovers"]:
-        print(f"primary failover   promoted {f['promote_after_s']}s after the kill (replay lag"
-              f" {f['replay_lag_s']}s); last seen on the primary {f['last_seen_on_primary']},"
+        print(f"primary failover   replica cut off {f['cut_off_s']}s before the kill, promoted"
+              f" {f['promote_after_s']}s after it; last seen on the primary {f['last_seen_on_primary']},"
               f" the promoted replica held {f['promoted_holds']}; next commit {f['recovery_s']}s"
               f" after the promotion, {f.get('kill_to_commit_s')}s after the kill")
     for o in r["outages"]:
@@ -1361,7 +1397,9 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"writers            {w['samples']} samples ({w['failed_samples']} failed while the"
           f" database was down): max {w['max_lock_holders']} lock holder(s),"
           f" max {w['max_leader_sessions']} leader session(s), {w['samples_with_two']} with two;"
-          f" overlapping committed ranges {w['overlapping_committed_ranges']}")
+          f" overlapping committed ranges {w['overlapping_committed_ranges']}"
+          f" ({w.get('commits_lost_with_a_failed_primary', 0)} commits lost with a killed primary,"
+          " committed again, are no overlap)")
     print(f"app_state went backwards {r['last_block_h_went_backwards']} times;"
           f" monitor errors {r['monitor_errors']}")
     c = r["catch_up"]
@@ -1439,8 +1477,10 @@ def readme_table(r: dict[str, Any]) -> str:
     if r["pg_restarts"]:
         processes.append(f"{r['pg_restarts']} PostgreSQL restart")
     for f in r["failovers"]:
-        processes.append(f"a primary failover (killed, replica promoted {f['promote_after_s']:.1f} s"
-                         f" later; first commit {_s(f.get('kill_to_commit_s'))} after the kill)")
+        processes.append(f"a primary failover (replica cut off {f['cut_off_s']:.1f} s before the"
+                         f" kill, promoted {f['promote_after_s']:.1f} s after it, lacking"
+                         f" {f['heights_resynced']} heights, re-synced; first commit"
+                         f" {_s(f.get('kill_to_commit_s'))} after the kill)")
     for o in r["outages"]:
         if o["kind"] == "outage_one":
             processes.append(f"a {o['fault_s']:.0f} s outage of one endpoint"

@@ -198,13 +198,14 @@ class PgPair:
             f"the replica to replay up to {target}", timeout)
 
     def replay_lag(self) -> float:
-        """Seconds between the primary's WAL position's commit and what the replica has
-        replayed: 0 when it has replayed all it received, else the age of its last
-        replayed commit."""
+        """How far behind its primary the replica is, in seconds: 0 while it streams and
+        has replayed all it received, else the age of its last replayed commit (0 when
+        it has replayed none)."""
         value = self.sql(self.replica_port,
                          "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()"
-                         " THEN 0 ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())"
-                         " END")
+                         " AND EXISTS (SELECT FROM pg_stat_wal_receiver) THEN 0"
+                         " ELSE extract(epoch FROM clock_timestamp()"
+                         " - pg_last_xact_replay_timestamp()) END")
         return float(value or 0)
 
     def _until(self, predicate, what: str, timeout: float = 60.0) -> None:

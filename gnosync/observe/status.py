@@ -61,7 +61,7 @@ async def status_report(store: Store, source: SourcePool | None, component: str)
             report.update(last_block_h=None, status="never synced")
     replica = await _replica(store)
     if replica is not None:
-        # A replica's pg_locks show its own sessions only: the writers show on the primary.
+        # A replica's pg_locks show its own connections only: the writers show on the primary.
         report["replica"] = replica.to_json_dict()
         warning = lag_warning(replica)
         if warning is not None:
