@@ -15,7 +15,7 @@ from gnosync.redact import redact_text
 from gnosync.source.pool import SourcePool
 from gnosync.store import Store
 from gnosync.store.lock import describe_writer
-from gnosync.store.replica import lag_warning, replica_from_json
+from gnosync.store.replica import ReplicaState, lag_warning, replica_from_json
 
 NOT_INITIALISED = "not initialised"
 # What to run on a database without gnosync's tables.
@@ -88,7 +88,7 @@ async def status_report(store: Store, source: SourcePool | None, component: str)
     return _redacted(report)
 
 
-async def _replica(store: Store):
+async def _replica(store: Store) -> ReplicaState | None:
     """The server's replica state (None on a primary, or when it cannot be read)."""
     try:
         async with store.auditing() as reader:
