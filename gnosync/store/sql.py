@@ -652,3 +652,25 @@ class Statements:
             f"INSERT INTO {self._app_state} ({insert_columns}) VALUES ({values})"
             f" ON CONFLICT (component) DO UPDATE SET {assignments}"
         )
+
+
+# -- replicas ----------------------------------------------------------------------------
+
+# Where a hot standby stands (gnosync.store.replica); on a primary, in_recovery is false
+# and the rest is NULL. A standby that has replayed all it received while its WAL
+# receiver runs is 0 s behind; otherwise (still replaying, or receiving nothing, as
+# when cut off from its primary) it is behind by the age of the last commit it replayed.
+# pg_stat_wal_receiver shows its row, pid included, to any role.
+REPLICA_STATE = """
+SELECT pg_is_in_recovery() AS in_recovery,
+       CASE WHEN pg_is_in_recovery() THEN EXISTS (SELECT 1 FROM pg_stat_wal_receiver) END
+           AS receiving,
+       CASE WHEN pg_is_in_recovery() THEN pg_last_xact_replay_timestamp() END
+           AS last_replayed_at,
+       CASE
+           WHEN NOT pg_is_in_recovery() THEN NULL
+           WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()
+                AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver) THEN 0
+           ELSE extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8
+       END AS replay_lag_s
+"""
