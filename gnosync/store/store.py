@@ -44,6 +44,9 @@ WRITER_KEEPALIVES = ("10", "3", "3")
 
 OnStandby = Callable[[WriterInfo | None], Awaitable[None] | None]
 
+# How many batches' rows prepare() keeps for their commit: the pipeline's fetches ahead.
+_AHEAD = 8
+
 # What a commit writes besides blocks, transactions and package files (``derive``).
 DERIVE_MODES = ("all", "none")
 
@@ -109,6 +112,8 @@ class Store:
         # two pool writes of this store would refuse each other the transaction lock.
         self._write_lock = asyncio.Lock()
         self._claim_lock = asyncio.Lock()
+        # Rows computed ahead of their commit (see prepare), by id of their batch.
+        self._ahead: dict[int, tuple[Batch, tuple]] = {}
         self.state = SyncStateRepository(
             pool, schema, component, where=where, writing=self._writing, errors=self._errors
         )
@@ -478,7 +483,7 @@ class Store:
         """
         top = _check_batch(batch)
         check_status(status)
-        block_rows, tx_rows, file_rows, derived = self._rows(batch)
+        block_rows, tx_rows, file_rows, derived = self._prepared(batch)
         async with self._writing(f"committing blocks {batch.start}..{batch.end}") as conn:
             if not self.durable_commits:
                 await conn.execute(sql.ASYNC_COMMIT)
@@ -555,9 +560,27 @@ class Store:
         if not await self.claim_writer(wait=False):
             raise await self._not_the_writer()
 
+    def prepare(self, batch: Batch) -> None:
+        """Compute ``batch``'s rows now, for the :meth:`commit_batch` of this very batch
+        object to take. The pipeline calls it as a batch arrives, while the batch before
+        is being written: the rows (sanitizing, splitting the package files, decoding)
+        then cost no time of the commit, whose PostgreSQL work they overlap. At most
+        ``_AHEAD`` batches are kept; one never committed (cut short, fetched again) is
+        dropped as others arrive."""
+        self._ahead[id(batch)] = (batch, self._rows(batch))
+        while len(self._ahead) > _AHEAD:
+            del self._ahead[next(iter(self._ahead))]
+
+    def _prepared(self, batch: Batch) -> tuple[list, list, list, decode.Derived | None]:
+        """The rows :meth:`prepare` computed for ``batch``, or computed now."""
+        ahead = self._ahead.pop(id(batch), None)
+        if ahead is not None and ahead[0] is batch:
+            return ahead[1]
+        return self._rows(batch)
+
     def _rows(self, batch: Batch) -> tuple[list, list, list, decode.Derived | None]:
         """The batch's block, transaction and package file rows, and its derived rows
-        (None with ``derive="none"``): computed before the write transaction opens."""
+        (None with ``derive="none"``)."""
         block_rows = [block_row(block) for block in batch.blocks]
         tx_rows: list = []
         file_rows: list = []

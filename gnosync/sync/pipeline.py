@@ -183,6 +183,8 @@ class Backfill:
                     ) from None
                 raise
             self._progressed()
+            # The rows for its commit, computed while the batch before is written.
+            self.syncer.store.prepare(batch)
             return endpoint, batch
 
         async def retrying(exc: BaseException, attempt_number: int, wait: float) -> None:
