@@ -99,6 +99,7 @@ async def _store(settings: Settings, *, migrate: bool, dsn: str | None = None) -
         component=settings.component,
         checkpoint_every=settings.checkpoint_every,
         durable_commits=settings.durable_commits,
+        partition_size=settings.partition_size,
     )
     try:
         if migrate:

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     http: str | None = Field(None, description="metrics/health address; 'off' disables")
     ready_max_lag: int = Field(50, ge=0, description="blocks behind the tip /readyz tolerates")
     checkpoint_every: int = Field(10_000, ge=0, description="heights between checkpoints; 0 disables")
+    partition_size: int = Field(
+        1_000_000, ge=1, description="heights per partition of the tables that grow"
+    )
 
     @field_validator("source")
     @classmethod

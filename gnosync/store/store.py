@@ -26,6 +26,7 @@ from gnosync.store.lock import (
 from gnosync.store.audit import AuditReader, BlockLink
 from gnosync.store.checkpoints import boundaries
 from gnosync.store.migrate import apply_migrations
+from gnosync.store.partitions import Coverage, ensure_partitions
 from gnosync.store.rows import block_row, transaction_row
 from gnosync.store.state import SyncStateRepository, check_status
 from gnosync.model import Batch, BlockRef
@@ -65,9 +66,16 @@ class Store:
         secret: str | None = None,
         checkpoint_every: int = 10_000,
         durable_commits: bool = True,
+        partition_size: int = 1_000_000,
     ):
         if checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be 0 or more, got {checkpoint_every}")
+        if partition_size < 1:
+            raise ValueError(f"partition_size must be at least 1, got {partition_size}")
+        # Heights per partition that gnosync creates (see gnosync.store.partitions), and
+        # the heights known to have partitions: None until the first write reads them.
+        self.partition_size = partition_size
+        self._coverage: Coverage | None = None
         self._pool = pool
         self._sql = sql.Statements(schema)
         self.schema = schema
@@ -102,6 +110,7 @@ class Store:
         max_size: int = 4,
         checkpoint_every: int = 10_000,
         durable_commits: bool = True,
+        partition_size: int = 1_000_000,
     ) -> Store:
         """Open a pool to ``dsn`` (URI or key=value form); fails fast if it cannot connect.
 
@@ -110,6 +119,8 @@ class Store:
         """
         if checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every must be 0 or more, got {checkpoint_every}")
+        if partition_size < 1:
+            raise ConfigError(f"partition_size must be at least 1, got {partition_size}")
         try:
             sql.quote_ident(schema)
         except ValueError as exc:
@@ -150,6 +161,7 @@ class Store:
             secret=password_of(dsn),
             checkpoint_every=checkpoint_every,
             durable_commits=durable_commits,
+            partition_size=partition_size,
         )
 
     @property
@@ -448,9 +460,12 @@ class Store:
         check_status(status)
         block_rows = [block_row(block) for block in batch.blocks]
         tx_rows = [transaction_row(tx) for tx in batch.transactions]
-        async with self._writing(f"committing blocks {batch.start}..{batch.end}") as conn:
+        async with self._partitioned() as coverage, self._writing(
+            f"committing blocks {batch.start}..{batch.end}"
+        ) as conn:
             if not self.durable_commits:
                 await conn.execute(sql.ASYNC_COMMIT)
+            await coverage.ensure(conn, batch.start, batch.end)
             await self._copy(conn, block_rows, tx_rows)
             await self._write_checkpoints(conn, boundaries(batch.start, batch.end, self.checkpoint_every))
             await self.state.update_last_block(
@@ -478,7 +493,10 @@ class Store:
         block_rows = [block_row(block) for block in batch.blocks]
         tx_rows = [transaction_row(tx) for tx in batch.transactions]
         start, end = batch.start, batch.end
-        async with self._writing(f"replacing blocks {start}..{end}") as conn:
+        async with self._partitioned() as coverage, self._writing(
+            f"replacing blocks {start}..{end}"
+        ) as conn:
+            await coverage.ensure(conn, start, end)
             had = [row["height"] for row in await conn.fetch(self._sql.checkpoint_heights, start, end)]
             await conn.execute(self._sql.delete_transactions_between, start, end)
             await conn.execute(self._sql.delete_blocks_between, start, end)
@@ -507,6 +525,20 @@ class Store:
         (``gnosync repair``) and must not interleave with ``gnosync run``."""
         if not await self.claim_writer(wait=False):
             raise await self._not_the_writer()
+
+    @asynccontextmanager
+    async def _partitioned(self) -> AsyncIterator[_Partitioning]:
+        """Partitions for one write transaction, opened inside this context: what it
+        creates becomes known only once the transaction has committed, and any failure
+        forgets what was known (a partition may have been dropped by hand)."""
+        partitioning = _Partitioning(self)
+        try:
+            yield partitioning
+        except BaseException:
+            self._coverage = None
+            raise
+        if partitioning.coverage is not None:
+            self._coverage = partitioning.coverage
 
     async def _copy(self, conn: asyncpg.Connection, block_rows: list, tx_rows: list) -> None:
         await conn.copy_records_to_table(
@@ -568,6 +600,22 @@ class Store:
         async with self._errors(f"reading block hashes {start}..{end}"):
             rows = await self._pool.fetch(self._sql.block_hashes, start, end)
         return {row["height"]: row["hash"] for row in rows}
+
+
+class _Partitioning:
+    """The partitions one write transaction creates (see :meth:`Store._partitioned`)."""
+
+    def __init__(self, store: Store):
+        self._store = store
+        self.coverage: Coverage | None = None
+
+    async def ensure(self, conn: asyncpg.Connection, start: int, end: int) -> None:
+        """Partitions for heights ``start..end``, created in ``conn``'s transaction,
+        before any row of them is written."""
+        store = self._store
+        self.coverage = await ensure_partitions(
+            conn, store._sql, self.coverage or store._coverage, start, end, store.partition_size
+        )
 
 
 def _check_batch(batch: Batch):
