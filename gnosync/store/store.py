@@ -431,6 +431,7 @@ class Store:
 
     async def migrate(self) -> list[str]:
         """Apply pending migrations; returns the names of those applied now."""
+        self._coverage = None  # a migration may partition the tables
         async with self._errors(f"migrating schema {self.schema!r}"):
             async with self._pool.acquire() as conn:
                 return await apply_migrations(conn, self._sql)
