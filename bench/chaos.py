@@ -5,7 +5,11 @@
 
 What runs, all on loopback and in a temporary directory:
 
-* an embedded PostgreSQL (pgserver) of its own, so restarting it disturbs nothing else;
+* a PostgreSQL of its own, so restarting it disturbs nothing else: a primary and a
+  streaming replica started from the installed server binaries (``tests/pgpair.py``),
+  given to gnosync as one multi-host DSN (``target_session_attrs=read-write``) so that
+  it can ride the failover episode; with ``--without primary_failover``, or where the
+  binaries are not installed, an embedded PostgreSQL (pgserver) instead;
 * two ``gnosync devnet`` processes serving the same chain (same seed, the real gnoland1
   transactions, and one transaction with NUL bytes), each growing a
   block every ``--block-time`` seconds on its own (their tips differ a little, as two
@@ -17,16 +21,21 @@ What runs, all on loopback and in a temporary directory:
 
 What happens to it: ``kill -9`` at random moments (restarted at once), standby
 takeovers (a second ``gnosync run`` waits as a standby, the leader is killed), one
-PostgreSQL restart (with a standby waiting), one outage of one endpoint and one of both.
+PostgreSQL restart (with a standby waiting), one outage of one endpoint and one of both,
+and one primary failover (the replica cut off from the primary for a moment, so that it
+lacks the last commits as an asynchronous replica can, then the primary killed with
+``pg_ctl stop -m immediate`` and the replica promoted 0.5-2 s later, as a failover
+manager would).
 
 What is measured: the recovery time of every episode that stops progress, from the end
 of the fault (the process killed, PostgreSQL accepting connections again, both
-endpoints answering again) to the next commit, taken from the ``timestamp`` of the
+endpoints answering again, the replica promoted) to the next commit, taken from the ``timestamp`` of the
 first "batch committed" log line after it (and, as a cross-check, when a 50 ms poll of
 ``app_state.last_block_h`` first saw it move). A kill + restart includes Python's
 start-up and is reported apart from the recoveries inside a running process. Every
 100 ms ``pg_locks``/``pg_stat_activity`` are sampled for sessions holding the writer
-lock or named "gnosync leader ...": there must never be two.
+lock or named "gnosync leader ...": there must never be two, nor two commits of one
+height (except the heights a failover lost with the killed primary, committed again).
 
 At the end the faults stop, gnosync catches up with endpoint A's tip, is stopped with
 SIGTERM, and the database is compared with endpoint A hash by hash and field by field
@@ -81,6 +90,7 @@ from gnosync.devnet import gnoland1_exports  # noqa: E402
 from gnosync.devnet.faults import DATA_KINDS, KINDS, TRANSPORT_KINDS  # noqa: E402
 from gnosync.store.embedded import start_embedded, stop_embedded  # noqa: E402
 from gnosync.store.lock import leader_name, lock_tag, writer_lock_key  # noqa: E402
+from tests import pgpair  # noqa: E402
 from tests.compare import block_differences, differences, source_data, transaction_differences  # noqa: E402
 
 GNOSYNC = str(Path(sys.executable).with_name("gnosync"))
@@ -117,6 +127,9 @@ EPISODES: dict[str, tuple[float, str]] = {
     "refusing_endpoint": (0.3, "endpoint B answers HTTP 403 for 8 s"),
     "bad_block": (0.5, "both endpoints serve a block 1,000 heights ahead with a wrong"
                        " parent hash for 6 s, then the right one"),
+    "primary_failover": (0.8, "the PostgreSQL replica cut off from its primary for 0.5-3 s"
+                              " (so it lacks the last commits), the primary killed"
+                              " (pg_ctl stop -m immediate), the replica promoted 0.5-2 s later"),
 }
 CHAIN: dict[str, str] = {
     "nul_tx": "a transaction with NUL in its memo and a call argument, 60 % into the backfill",
@@ -133,7 +146,7 @@ SELECT
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   ) AS holders,
   (SELECT count(*) FROM pg_stat_activity
-    WHERE datname = current_database() AND application_name = $3) AS named
+    WHERE datname = current_database() AND application_name LIKE $3) AS named
 """
 
 
@@ -461,7 +474,8 @@ class Episode:
 
     @property
     def measured(self) -> bool:
-        return self.kind in ("kill_restart", "takeover", "pg_restart", "outage_both", "bad_block")
+        return self.kind in ("kill_restart", "takeover", "pg_restart", "outage_both", "bad_block",
+                             "primary_failover")
 
     def to_json(self, t0: float) -> dict[str, Any]:
         return {
@@ -481,6 +495,7 @@ class Chaos:
         self.rng = random.Random(args.seed)
         self.workdir = Path(tempfile.mkdtemp(prefix="gnosync-chaos-"))
         self.pgdata = self.workdir / "pg"
+        self.pair: pgpair.PgPair | None = None  # the primary and replica, when run on them
         self.dsn = ""
         self.a: Devnet
         self.b: Devnet
@@ -610,7 +625,8 @@ class Chaos:
     async def sample_writers(self, stop: asyncio.Event) -> None:
         """Every 100 ms: sessions holding the writer lock, and sessions named leader."""
         classid, objid = lock_tag(writer_lock_key(SCHEMA))
-        name = leader_name(SCHEMA, COMPONENT)[:63]
+        # Any gnosync process's leader connection: the name ends in that process's pid@host.
+        name = leader_name(SCHEMA, COMPONENT, pid=0, host="h").rpartition(" ")[0] + " %"
         conn: asyncpg.Connection | None = None
         while not stop.is_set():
             try:
@@ -759,10 +775,10 @@ class Chaos:
         self.say(f"PostgreSQL restart: pg_ctl stop -m fast at h={baseline}, start in {down_for:.1f}s")
         started = now()
         self.db_down = True
-        await asyncio.to_thread(stop_embedded, self.pgdata)
+        await asyncio.to_thread(self.stop_database)
         stopped = now()
         await asyncio.sleep(down_for)
-        starting = asyncio.ensure_future(asyncio.to_thread(start_embedded, self.pgdata))
+        starting = asyncio.ensure_future(asyncio.to_thread(self.start_database))
         back = None
         while back is None:  # the moment PostgreSQL accepts connections again
             try:
@@ -773,7 +789,7 @@ class Chaos:
                 if starting.done() and starting.exception() is not None:
                     raise starting.exception()  # type: ignore[misc]
                 await asyncio.sleep(0.02)
-        dsn, _ = await starting
+        dsn = await starting
         if dsn != self.dsn:
             self.notes.append(f"the embedded PostgreSQL came back with another DSN: {dsn}")
         self.db_down = False
@@ -781,6 +797,58 @@ class Chaos:
                           detail={"stop_s": round(stopped - started, 3),
                                   "down_s": round(back - stopped, 3)})
         await self.measure(episode)
+
+    def stop_database(self) -> None:
+        """``pg_ctl stop -m fast`` of the server gnosync writes to."""
+        if self.pair is not None:
+            self.pair.stop_primary("fast")
+        else:
+            stop_embedded(self.pgdata)
+
+    def start_database(self) -> str:
+        """Start it again; its DSN."""
+        if self.pair is not None:
+            self.pair.start_primary()
+            return self.dsn
+        return start_embedded(self.pgdata)[0]
+
+    async def primary_failover_episode(self) -> None:
+        """The primary dies as in a crash; a failover manager promotes the replica a moment
+        later. gnosync, on the multi-host DSN, must find the new primary by itself and
+        re-sync whatever the replica had not received."""
+        if self.pair is None:
+            self.notes.append("the primary failover was skipped: no primary and replica pair")
+            return
+        if len(self.alive()) < 2 and self.rng.random() < 0.5:
+            standby = await self.spawn("standby")
+            await self.wait_role(standby, "standby")
+        await asyncio.sleep(self.rng.uniform(0.3, 2.0))
+        cut_for = round(self.rng.uniform(0.5, 3.0), 2)
+        wait = round(self.rng.uniform(0.5, 2.0), 2)
+        await asyncio.to_thread(self.pair.cut_off)
+        cut_at_h = self.height()
+        await asyncio.sleep(cut_for)
+        lag = await asyncio.to_thread(self.pair.replay_lag)
+        self.say(f"primary failover: replica cut off at h={cut_at_h} for {cut_for:g}s, then"
+                 f" pg_ctl stop -m immediate of the primary at h={self.height()}; replica"
+                 f" promoted {wait:g}s later")
+        started = now()
+        self.db_down = True
+        await asyncio.to_thread(self.pair.kill_primary)
+        killed_at_h = self.height()  # the last height the monitor saw on the old primary
+        await asyncio.sleep(wait)
+        await asyncio.to_thread(self.pair.promote)
+        back = now()
+        self.db_down = False
+        promoted = await self.height_now()
+        episode = Episode("primary_failover", started, back, promoted, detail={
+            "promote_after_s": round(back - started, 3), "cut_off_s": cut_for,
+            "replay_lag_s": round(lag, 3), "last_seen_on_primary": killed_at_h, "promoted_holds": promoted,
+            "heights_resynced": None if killed_at_h is None or promoted is None
+            else max(0, killed_at_h - promoted)})
+        await self.measure(episode)
+        if episode.recovery is not None:
+            episode.detail["kill_to_commit_s"] = round(episode.recovery + back - started, 3)
 
     async def outage_one_episode(self) -> None:
         devnet = self.rng.choice([self.a, self.b])
@@ -816,8 +884,10 @@ class Chaos:
         """A bad block ahead of the sync on every endpoint: gnosync must hold just below
         it (never step over it), then go on once the block is served right."""
         stored = await self.height_now() or 0
-        tip = (await self.a.state())["tip"]
-        bad = max(stored + 1, min(tip, stored + 1000))
+        tip = max([(await d.state())["tip"] for d in (self.a, self.b)])
+        # At the tip, a block neither endpoint serves yet: one already served may be
+        # committed before the fault is set, which would not be stepping over it.
+        bad = stored + 1000 if tip >= stored + 1000 else tip + 2
         self.standing = {"bad_link_height": bad}  # the phases of endpoint A keep it
         started = now()
         await asyncio.gather(self.a.control("faults", self.standing),
@@ -1037,8 +1107,14 @@ class Chaos:
         args = self.args
         self.t0 = now()
         self.say(f"work directory {self.workdir}")
-        self.dsn, _ = await asyncio.to_thread(start_embedded, self.pgdata)
-        self.say(f"embedded PostgreSQL: {self.dsn}")
+        if "primary_failover" in self.faults and pgpair.available():
+            self.pair = pgpair.PgPair(pgpair.new_root())
+            await asyncio.to_thread(self.pair.start)
+            self.dsn = self.pair.multi_host_dsn
+            self.say(f"PostgreSQL primary and streaming replica: {self.dsn}")
+        else:
+            self.dsn, _ = await asyncio.to_thread(start_embedded, self.pgdata)
+            self.say(f"embedded PostgreSQL: {self.dsn}")
         http = aiohttp.ClientSession()
         txs, self.nul_hash = chain_txs(self.workdir, "nul_tx" in self.faults)
         self.a = Devnet("A", self.workdir, blocks=args.blocks, block_time=args.block_time,
@@ -1089,13 +1165,42 @@ class Chaos:
             await asyncio.gather(self.a.stop(), self.b.stop(), return_exceptions=True)
             await http.close()
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(stop_embedded, self.pgdata)
+                if self.pair is not None:
+                    await asyncio.to_thread(self.pair.stop)
+                    if not args.keep:
+                        shutil.rmtree(self.pair.root, ignore_errors=True)
+                else:
+                    await asyncio.to_thread(stop_embedded, self.pgdata)
             if args.keep:
-                print(f"kept {self.workdir} (logs, PostgreSQL data)", file=sys.stderr)
+                print(f"kept {self.workdir} (logs, PostgreSQL data)"
+                      + (f" and {self.pair.root} (the primary and replica)" if self.pair else ""),
+                      file=sys.stderr)
             else:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
     # -- the report -----------------------------------------------------------------------
+
+    def kept_commits(self) -> tuple[list[Commit], int]:
+        """The logged commits, less what a failover lost: a commit logged before the
+        primary was killed, above the height the promoted replica held, is gone with the
+        old primary and is committed again, which is no overlap. Also how many were cut."""
+        kept, lost = [], 0
+        for logged in self.commits:
+            commit: Commit | None = logged
+            for e in self.episodes:
+                held = e.detail.get("promoted_holds")
+                if e.kind == "primary_failover" and held is not None and commit.ts < e.started:
+                    if commit.start > held:
+                        commit = None
+                        break
+                    if commit.end > held:
+                        commit = Commit(commit.ts, commit.proc, commit.start, held,
+                                        commit.blocks, commit.txs)
+            if commit is not logged:
+                lost += 1
+            if commit is not None:
+                kept.append(commit)
+        return kept, lost
 
     def report(self, chaos_s: float, end: dict[str, Any], faults: dict[str, Any],
                comparison: dict[str, Any]) -> dict[str, Any]:
@@ -1113,7 +1218,8 @@ class Chaos:
             for kind, n in state["counts"].items():
                 counts[kind] = counts.get(kind, 0) + n
         overlaps = 0
-        ordered = sorted(self.commits, key=lambda c: c.start)
+        kept, lost = self.kept_commits()
+        ordered = sorted(kept, key=lambda c: c.start)
         for prev, cur in zip(ordered, ordered[1:]):
             if cur.start <= prev.end:
                 overlaps += 1
@@ -1178,6 +1284,7 @@ class Chaos:
             "started_by_purpose": dict(collections.Counter(p.purpose for p in self.procs)),
             "takeovers": [e.to_json(self.t0) for e in takeovers],
             "pg_restarts": len(by_kind["pg_restart"]),
+            "failovers": [e.to_json(self.t0) for e in by_kind["primary_failover"]],
             "outages": [e.to_json(self.t0) for e in self.episodes
                         if e.kind in ("outage_one", "outage_both")],
             "faults_injected": {k: v for k, v in counts.items() if v},
@@ -1202,7 +1309,8 @@ class Chaos:
                         "max_lock_holders": self.max_holders,
                         "max_leader_sessions": self.max_named,
                         "samples_with_two": self.two_leader_samples,
-                        "overlapping_committed_ranges": overlaps},
+                        "overlapping_committed_ranges": overlaps,
+                        "commits_lost_with_a_failed_primary": lost},
             "last_block_h_went_backwards": self.h_backwards,
             "monitor_errors": dict(self.monitor_errors),
             "catch_up": end,
@@ -1243,6 +1351,11 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"standby takeovers  {len(r['takeovers'])}: "
           + ", ".join(f"{t['recovery_s']}s" for t in r["takeovers"]))
     print(f"PostgreSQL restart {r['pg_restarts']}")
+    for f in r["failovers"]:
+        print(f"primary failover   replica cut off {f['cut_off_s']}s before the kill, promoted"
+              f" {f['promote_after_s']}s after it; last seen on the primary {f['last_seen_on_primary']},"
+              f" the promoted replica held {f['promoted_holds']}; next commit {f['recovery_s']}s"
+              f" after the promotion, {f.get('kill_to_commit_s')}s after the kill")
     for o in r["outages"]:
         if o["kind"] == "outage_one":
             print(f"outage (one)       endpoint {o['endpoint']} {o['fault_s']}s:"
@@ -1284,7 +1397,9 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"writers            {w['samples']} samples ({w['failed_samples']} failed while the"
           f" database was down): max {w['max_lock_holders']} lock holder(s),"
           f" max {w['max_leader_sessions']} leader session(s), {w['samples_with_two']} with two;"
-          f" overlapping committed ranges {w['overlapping_committed_ranges']}")
+          f" overlapping committed ranges {w['overlapping_committed_ranges']}"
+          f" ({w.get('commits_lost_with_a_failed_primary', 0)} commits lost with a killed primary,"
+          " committed again, are no overlap)")
     print(f"app_state went backwards {r['last_block_h_went_backwards']} times;"
           f" monitor errors {r['monitor_errors']}")
     c = r["catch_up"]
@@ -1361,6 +1476,11 @@ def readme_table(r: dict[str, Any]) -> str:
                  + (f" ({min(takeovers):.2f}–{max(takeovers):.2f} s)" if takeovers else "")]
     if r["pg_restarts"]:
         processes.append(f"{r['pg_restarts']} PostgreSQL restart")
+    for f in r["failovers"]:
+        processes.append(f"a primary failover (replica cut off {f['cut_off_s']:.1f} s before the"
+                         f" kill, promoted {f['promote_after_s']:.1f} s after it, lacking"
+                         f" {f['heights_resynced']} heights, re-synced; first commit"
+                         f" {_s(f.get('kill_to_commit_s'))} after the kill)")
     for o in r["outages"]:
         if o["kind"] == "outage_one":
             processes.append(f"a {o['fault_s']:.0f} s outage of one endpoint"
@@ -1375,7 +1495,8 @@ def readme_table(r: dict[str, Any]) -> str:
         if restart.get("count"):
             parts.append(f"kill + restart, Python start-up included: p50 {_s(restart['p50'])},"
                          f" max {_s(restart['max'])}")
-        for kind, label in (("pg_restart", "PostgreSQL restart"), ("outage_both", "both endpoints back")):
+        for kind, label in (("pg_restart", "PostgreSQL restart"), ("outage_both", "both endpoints back"),
+                            ("primary_failover", "replica promoted")):
             if by_kind.get(kind, {}).get("count"):
                 parts.append(f"{label} {_s(by_kind[kind]['max'])}")
         recovery = (f"{allm['count']} measured: p50 {_s(allm['p50'])}, p95 {_s(allm['p95'])},"

@@ -1,4 +1,4 @@
-"""The ``gnosync`` command: run, sync, status, migrate, verify, repair, db, devnet.
+"""The ``gnosync`` command: run, sync, status, migrate, verify, repair, rederive, db, devnet.
 
 Every failure a user can cause or fix (a bad flag, DSN or URL, an unreachable source, a
 chain mismatch) ends as one line on stderr and a non-zero exit; nothing half-written is
@@ -25,6 +25,7 @@ from gnosync.errors import ConfigError, GnosyncError
 from gnosync.observe.http import DEFAULT_ADDRESS, AddressInUse, Liveness, ObserveServer, parse_address
 from gnosync.observe.logs import configure_logging
 from gnosync.observe.metrics import SyncMetrics
+from gnosync.observe.progress import BackfillProgress
 from gnosync.observe.status import not_initialised, status_lines, status_report
 from gnosync.redact import redact_dsn, redact_text
 from gnosync.retry import RetryPolicy
@@ -33,6 +34,7 @@ from gnosync.source.pool import SourcePool
 from gnosync.source.subscribe import TipWatcher
 from gnosync.store import Store
 from gnosync.sync.loop import Follower, sync_range
+from gnosync.sync.rederive import bring_up_to_date, check_decoder_version
 from gnosync.sync.syncer import Syncer
 
 T = TypeVar("T")
@@ -99,6 +101,7 @@ async def _store(settings: Settings, *, migrate: bool, dsn: str | None = None) -
         component=settings.component,
         checkpoint_every=settings.checkpoint_every,
         durable_commits=settings.durable_commits,
+        derive=settings.derive,
         partition_size=settings.partition_size,
     )
     try:
@@ -134,6 +137,27 @@ async def _first_contact(settings: Settings, source: SourcePool) -> int:
     return height
 
 
+_DERIVE_OPTION = click.option(
+    "--derive", type=click.Choice(["all", "none"]),
+    help="all: also write the decoded tables with every batch, re-deriving first what is"
+    " missing or was built by an older gnosync; none: blocks, transactions and package"
+    " files only [default: all].",
+)
+
+
+async def _derived_up_to_date(
+    settings: Settings, store: Store, on_batch: Callable[[int, int, int], None] | None = None
+) -> None:
+    """With derive = all: derive what the stored chain lacks before syncing more. The
+    caller holds the writer lock."""
+    if settings.derive != "all":
+        return
+    await bring_up_to_date(
+        store, batch_size=settings.batch_size, batch_txs=settings.batch_txs,
+        progress=BackfillProgress(label="re-deriving"), on_batch=on_batch,
+    )
+
+
 class _Group(click.Group):
     """Turns usage errors into one line, like every other gnosync error."""
 
@@ -166,6 +190,7 @@ def main() -> None:
 @click.option("--subscribe/--no-subscribe", default=None, help="Wake on the source's new-block subscription [default: on].")
 @click.option("--http", help="Address for /metrics, /healthz, /readyz, /status [default: 127.0.0.1:9464, or a free port when that is taken; 'off' disables].")
 @click.option("--devnet", is_flag=True, help="Try gnosync out: serve `gnosync devnet`'s default chain (growing a block a second) on a free port in this process, and sync from it; Ctrl-C stops both. Not with --source.")
+@_DERIVE_OPTION
 def run(devnet: bool, **flags: Any) -> None:
     """Sync to the tip, then follow it until stopped (SIGINT/SIGTERM)."""
     if devnet:
@@ -191,6 +216,8 @@ def run(devnet: bool, **flags: Any) -> None:
             sources = _source(settings)  # a missing source is reported before anything starts
             dsn = await _dsn(settings)
             async with sources as source, _store(settings, migrate=True, dsn=dsn) as store:
+                if settings.derive == "all":
+                    check_decoder_version(store.schema, await store.decoder_state())
                 await _first_contact(settings, source)
                 state = await store.state.get_state()
                 metrics = SyncMetrics()
@@ -212,6 +239,9 @@ def run(devnet: bool, **flags: Any) -> None:
                         settings.sources, policy=_policy(settings, attempts=None),
                         connect_timeout=settings.connect_timeout,
                     ) if settings.subscribe else None,
+                    prepare=lambda: _derived_up_to_date(
+                        settings, store, on_batch=lambda *_: follower.liveness.beat()
+                    ),
                 )
                 async with _observe_server(settings, store, source, follower):
                     if settings.db:  # said once start-up went through, never before an error line
@@ -296,6 +326,7 @@ async def _observe_server(
 @click.option("--to", "end", type=click.IntRange(min=0), required=True, help="Last height (inclusive).")
 @click.option("--batch-size", type=int, help="Most blocks per batch [default: 10000].")
 @click.option("--fetch-concurrency", type=int, help="Ranges fetched at once [default: 4].")
+@_DERIVE_OPTION
 def sync_command(start: int, end: int, **flags: Any) -> None:
     """Sync exactly heights FROM..TO once and exit."""
     if end < start:
@@ -307,6 +338,9 @@ def sync_command(start: int, end: int, **flags: Any) -> None:
             tip = await _first_contact(settings, source)
             if end > tip:
                 raise ConfigError(f"--to {end} is above the source's latest height {tip}")
+            if settings.derive == "all":
+                await store.require_writer()
+                await _derived_up_to_date(settings, store)
             state = await store.state.get_state()
             syncer = Syncer(source, store, chain_id=state.chain_id if state else None)
             policy = _policy(settings, attempts=settings.retry_attempts)
@@ -461,6 +495,50 @@ def repair(start: int | None, end: int | None, against_source: bool, as_json: bo
         click.echo(f"after: {result.after.text()}")
     if not result.after.ok:
         sys.exit(1)
+
+
+@main.command()
+@_common
+@click.option("--from", "start", type=click.IntRange(min=0), help="First height to re-derive [default: the lowest stored].")
+@click.option("--to", "end", type=click.IntRange(min=0), help="Last height to re-derive [default: the highest stored].")
+@click.option("--batch-size", type=int, help="Most heights per transaction [default: 10000; each aims at batch_txs transactions].")
+def rederive(start: int | None, end: int | None, **flags: Any) -> None:
+    """Rebuild the decoded tables from the stored transactions (no source needed).
+
+    Without --from/--to: empty every derived table (package_files is stored data and
+    stays) and derive the whole stored chain again, at this gnosync's decoder version.
+    With a range: take that range's derived rows back (balances included) and derive
+    them again. Batch by batch, each in one transaction, so it is safe to stop and run
+    again. It writes, so it needs the writer lock: stop `gnosync run` first (exit 2
+    while another process holds it).
+    """
+    from gnosync.store import NotTheWriter
+    from gnosync.sync.rederive import rederive as rederive_chain
+
+    if start is not None and end is not None and end < start:
+        raise click.BadParameter(f"--to {end} is below --from {start}", param_hint="--to")
+    settings = _settings(**flags)
+
+    async def main() -> Any:
+        async with _store(settings, migrate=True) as store:
+            return await rederive_chain(
+                store, start, end, batch_size=settings.batch_size, batch_txs=settings.batch_txs,
+                progress=BackfillProgress(label="re-deriving"),
+            )
+
+    try:
+        done = _run(main())
+    except NotTheWriter as exc:
+        # Like a bad setting: nothing ran, and the fix is the operator's (stop the writer).
+        raise ConfigError(str(exc)) from None
+    if done.start is None:
+        click.echo("gnosync: nothing is stored; the derived tables are empty", err=True)
+    else:
+        click.echo(
+            f"gnosync: re-derived heights {done.start}..{done.end}"
+            f" ({done.transactions} transactions in {done.batches} batches)",
+            err=True,
+        )
 
 
 def _devnet_config(*, chain_id: str | None = None, genesis_txs: int = 300, **options: Any) -> Any:

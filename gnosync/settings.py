@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import Field, ValidationError, field_validator
@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     http: str | None = Field(None, description="metrics/health address; 'off' disables")
     ready_max_lag: int = Field(50, ge=0, description="blocks behind the tip /readyz tolerates")
     checkpoint_every: int = Field(10_000, ge=0, description="heights between checkpoints; 0 disables")
+    derive: Literal["all", "none"] = Field(
+        "all", description="decoded tables written with each batch: all, or none (raw rows only)"
+    )
     partition_size: int = Field(
         1_000_000, ge=1, description="heights per partition of the tables that grow"
     )

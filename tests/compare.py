@@ -19,6 +19,11 @@ Rows PostgreSQL could not hold as served (NUL, lone surrogates or invalid UTF-8 
 U+FFFD and ``sanitized`` set; for those rows the expectation applies the same
 replacement, and ``content_raw`` is always compared exactly. Without a ``sanitized``
 column every row is compared exactly.
+
+Package file bodies are not in ``transactions.messages`` but in ``package_files``: the
+expected stored messages are the served ones with each such file as ``{name, size}``
+(the rule restated here by :func:`split_bodies`), and ``package_files`` must hold
+exactly the bodies taken out.
 """
 
 from __future__ import annotations
@@ -273,6 +278,51 @@ def sanitize(value: Any) -> Any:
     return value
 
 
+def split_bodies(messages: Any, height: int, index: int) -> tuple[Any, dict[tuple, str]]:
+    """Served ``messages`` as gnosync stores them, and the package_files rows they give
+    ((height, index, msg_index, name) -> body). In each message's
+    ``value.package.files``, the first file of each name, if its name and body are
+    strings, becomes ``{name, size}`` (UTF-8 bytes of the body); the rest stay as
+    served."""
+    if not isinstance(messages, list):
+        return messages, {}
+    stored: list[Any] = []
+    bodies: dict[tuple, str] = {}
+    for msg_index, message in enumerate(messages):
+        value = message.get("value") if isinstance(message, dict) else None
+        package = value.get("package") if isinstance(value, dict) else None
+        files = package.get("files") if isinstance(package, dict) else None
+        if not isinstance(files, list):
+            stored.append(message)
+            continue
+        seen: set[str] = set()
+        kept: list[Any] = []
+        for file in files:
+            if not isinstance(file, dict):
+                kept.append(file)
+                continue
+            name, body = file.get("name"), file.get("body")
+            key = json.dumps(name)
+            first = key not in seen
+            seen.add(key)
+            if first and isinstance(name, str) and isinstance(body, str):
+                bodies[(height, index, msg_index, name)] = body
+                kept.append({**{k: v for k, v in file.items() if k != "body"},
+                             "size": len(body.encode("utf-8", "surrogatepass"))})
+            else:
+                kept.append(file)
+        stored.append({**message, "value": {**value, "package": {**package, "files": kept}}})
+    return stored, bodies
+
+
+def expected_stored(tx: dict[str, Any], column: str, flagged: bool) -> Any:
+    """What ``column`` (memo, messages or response) of ``tx`` must hold as stored."""
+    expected = sanitize(tx[column]) if flagged else tx[column]
+    if column == "messages":
+        expected = split_bodies(expected, tx["block_height"], tx["index"])[0]
+    return expected
+
+
 def needs_sanitizing(tx: dict[str, Any]) -> bool:
     """Whether PostgreSQL cannot hold the transaction's memo, messages or response as served."""
     return any(sanitize(tx[name]) != tx[name] for name in ("memo", "messages", "response"))
@@ -315,7 +365,7 @@ def transaction_differences(row: Any, tx: dict[str, Any]) -> list[tuple[str, obj
         stored = row[column]
         if column in JSON_COLUMNS:
             stored = json.loads(stored)
-        expected = sanitize(tx[column]) if flagged else tx[column]
+        expected = expected_stored(tx, column, flagged)
         if stored != expected:
             out.append((column, stored, expected))
     known = {*TRANSACTION_COLUMNS, *FEE_COLUMNS, *SANITIZED_COLUMNS, FLAG_COLUMN}
@@ -335,6 +385,8 @@ async def differences(
         rows = await conn.fetch(f'SELECT * FROM "{schema}".blocks ORDER BY height')
         tx_rows = await conn.fetch(
             f'SELECT * FROM "{schema}".transactions ORDER BY block_height, tx_index')
+        file_rows = await conn.fetch(
+            f'SELECT block_height, tx_index, msg_index, name, body FROM "{schema}".package_files')
     finally:
         await conn.close()
     problems: list[str] = []
@@ -364,4 +416,28 @@ async def differences(
             continue
         for column, stored, expected in transaction_differences(row, tx):
             problems.append(f"transaction {place[0]}/{place[1]} {column}: {stored!r:.80} != {expected!r:.80}")
+    problems.extend(file_differences(file_rows, txs, {place: row for place, row in stored_places.items()}))
+    return problems
+
+
+def file_differences(
+    file_rows: list[Any], txs: dict[tuple[int, int], dict[str, Any]], stored: dict[tuple[int, int], Any]
+) -> list[str]:
+    """How ``package_files`` differs from the bodies the stored transactions' served
+    messages hold."""
+    expected: dict[tuple, str] = {}
+    for place, row in stored.items():
+        tx = txs.get(place)
+        if tx is None:
+            continue
+        flagged = FLAG_COLUMN in row.keys() and row[FLAG_COLUMN]
+        messages = sanitize(tx["messages"]) if flagged else tx["messages"]
+        expected.update(split_bodies(messages, *place)[1])
+    held = {(r["block_height"], r["tx_index"], r["msg_index"], r["name"]): r["body"] for r in file_rows}
+    problems = [f"package file {key} is not stored" for key in sorted(set(expected) - set(held))]
+    problems += [f"package file {key} is stored but not served" for key in sorted(set(held) - set(expected))]
+    problems += [
+        f"package file {key} body: {held[key]!r:.80} != {body!r:.80}"
+        for key, body in sorted(expected.items()) if key in held and held[key] != body
+    ]
     return problems

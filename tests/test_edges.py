@@ -20,6 +20,8 @@ import asyncpg
 
 from gnosync.devnet import gnoland1_exports
 
+from .compare import split_bodies
+
 
 def gnosync(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -42,19 +44,27 @@ async def fetch(dsn: str, query: str, *args) -> list[dict]:
 
 
 TXS_AT = (
-    "SELECT tx_index, hash, memo, content_raw, gas_fee_amount, gas_fee_denom, sanitized,"
-    " messages::text AS messages FROM indexer.transactions WHERE block_height = $1 ORDER BY tx_index"
+    "SELECT block_height, tx_index, hash, memo, content_raw, gas_fee_amount, gas_fee_denom, sanitized,"
+    " messages::text AS messages,"
+    " (SELECT COALESCE(json_agg(json_build_array(f.msg_index, f.name, f.body)), '[]')::text"
+    "  FROM indexer.package_files f WHERE f.block_height = t.block_height AND f.tx_index = t.tx_index) AS files"
+    " FROM indexer.transactions t WHERE block_height = $1 ORDER BY tx_index"
 )
 
 
 def assert_stored_as_served(rows: list[dict], served: list[dict]) -> None:
+    """The stored rows (``TXS_AT``) are ``served`` as gnosync stores them: messages with
+    package file bodies in package_files."""
     assert [(r["tx_index"], r["hash"], r["content_raw"]) for r in rows] == [
         (tx["index"], tx["hash"], tx["content_raw"]) for tx in served
     ]
     for row, tx in zip(rows, served):
         assert row["memo"] == tx["memo"] and not row["sanitized"]
         assert (row["gas_fee_amount"], row["gas_fee_denom"]) == (tx["gas_fee"]["amount"], tx["gas_fee"]["denom"])
-        assert_selected(json.loads(row["messages"]), tx["messages"])
+        messages, bodies = split_bodies(tx["messages"], row["block_height"], row["tx_index"])
+        assert_selected(json.loads(row["messages"]), messages)
+        files = {(row["block_height"], row["tx_index"], m, name): body for m, name, body in json.loads(row["files"])}
+        assert files == bodies
 
 
 def assert_selected(stored, served) -> None:

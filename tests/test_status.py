@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import orjson
 
+from gnosync.decode import DECODER_VERSION
+
 from gnosync.store.lock import APPLICATION_NAME_BYTES, leader_name, parse_writer_name, standby_name
 
 from .test_cli import gnosync, log_events, start, started, wait_for
@@ -86,6 +88,9 @@ def test_status_and_logs_show_the_writers_pid_and_host(devnet, db_dsn):
             ("standby", standby.pid, host)
         ]
         assert report["sources"] == [{"url": url, "up": True, "height": report["source_height"], "error": None}]
+        # The decoded tables keep up with the blocks (read a moment later, so maybe higher).
+        assert report["decoder_version"] == DECODER_VERSION
+        assert report["derived_to"] >= report["last_block_h"] >= 0
 
         # GET /status serves the same object.
         (serving,) = log_events(leader, "serving metrics and health")

@@ -289,6 +289,9 @@ async def test_migrate_creates_tables_in_default_schema(db_dsn):
         "app_state",
         "checkpoints",
         "schema_migrations",
+        "decoder_state",
+        "package_files",
+        *sql.DERIVED_TABLES,
     }
     rows = await fetch(db_dsn, "SELECT indexname FROM pg_indexes WHERE schemaname = 'indexer'")
     indexes = {r["indexname"] for r in rows}
@@ -834,6 +837,9 @@ def test_describe_dsn_and_key_value_form():
     assert describe_dsn("postgresql://gno:s3cret@db.example:5433/chain") == "db.example:5433/chain"
     assert describe_dsn("host=db port=6 user=gno password=x dbname=chain") == "db:6/chain"
     assert describe_dsn("postgresql://gno@/chain?host=/run/pg&port=5999") == "/run/pg:5999/chain"
+    assert describe_dsn("postgresql://gno@h1:5432,h2:5433/chain?target_session_attrs=read-write") == (
+        "h1:5432,h2:5433/chain")
+    assert describe_dsn("host=h1,h2 port=5432,5433 dbname=chain") == "h1:5432,h2:5433/chain"
     assert to_uri("host=db port=6 user=gno password='a b' dbname=chain sslmode=disable") == (
         "postgresql://gno:a%20b@db:6/chain?sslmode=disable"
     )

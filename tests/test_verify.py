@@ -232,7 +232,8 @@ async def _damage(case: str, dsn: str) -> tuple[list[str], dict[str, list[int]]]
                 " gas_wanted, gas_used, gas_fee_amount, gas_fee_denom, memo, content_raw, messages,"
                 f" response FROM indexer.transactions WHERE block_height = {h} AND tx_index = 0"
             ],
-            {"tx_count": [h], "tx_index": [h], "checkpoint": [next_boundary(h)]},
+            # The copy has no message rows of its own.
+            {"tx_count": [h], "tx_index": [h], "checkpoint": [next_boundary(h)], "derived": [h]},
         )
     if case == "orphan transaction":
         return (
@@ -276,6 +277,19 @@ async def _damage(case: str, dsn: str) -> tuple[list[str], dict[str, list[int]]]
             ],
             {"duplicate_hash": [536, 537], "link": [538], "checkpoint": [600]},
         )
+    if case == "missing derived rows":
+        h = (await heights_with_txs(dsn, 1))[0]
+        return [f"DELETE FROM indexer.messages WHERE block_height = {h}"], {"derived": [h]}
+    if case == "wrong balance":
+        (row,) = await fetch(
+            dsn, "SELECT token, address, last_height FROM indexer.grc20_balances"
+            " ORDER BY last_height, token, address LIMIT 1"
+        )
+        return (
+            [f"UPDATE indexer.grc20_balances SET balance = balance + 7 WHERE token = '{row[0]}'"
+             f" AND address = '{row[1]}'"],
+            {"balance": [row[2]]},
+        )
     raise AssertionError(case)
 
 
@@ -283,6 +297,7 @@ CASES = [
     "deleted block", "deleted boundary block", "broken link", "broken total", "deleted transaction",
     "extra transaction", "orphan transaction", "corrupt checkpoint", "changed hash",
     "changed top hash", "state behind", "top blocks lost", "duplicate hash",
+    "missing derived rows", "wrong balance",
 ]
 
 

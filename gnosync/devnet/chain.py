@@ -19,6 +19,19 @@ the real exports when they can be found (:func:`gnoland1_exports`); ``dense`` pu
 about 20 transactions on every block, drawn from a pool of pre-made ones
 (``tx_templates``) so that a million of them are cheap to make.
 
+Results carry events in the shapes tx-indexer serves (``GnoEvent`` with ``type``,
+``pkg_path`` and ``attrs``; ``StorageDepositEvent``/``StorageUnlockEvent`` with their
+type set to the typename; ``UnknownEvent`` with its JSON ``value``), emitted the way
+Gno's realms emit them: GRC20 ``Transfer`` (token, from, to, value; a mint has from
+"", a burn to ""), ``Approval`` and ``NewToken`` under pkg_path
+``gno.land/p/demo/tokens/grc20`` with token ids ``<realm>.<SYMBOL>.<seqid>`` (from
+wugnot, foo20 and grc20factory calls, and from the init of token realms deployed at
+genesis or later); a realm's own ``Transfer`` without a token attribute, as tokens
+older than grc20's events emitted; GRC721 ``Transfer`` with ``tokenId`` instead of
+``value``; attributes holding addresses, a few hand-typed with a bad checksum. Failed
+transactions have no events. The devnet keeps no ledger, so token balances summed
+from its events may go below zero.
+
 tx-indexer quirks reproduced on purpose (gnosync has to cope with them):
 
 * Height 0 is the synthetic genesis block tx-indexer builds from the genesis state
@@ -574,19 +587,57 @@ _MEMOS = (
     "invoice #4711",
 )
 
-# (realm, function, event emitted on success, argument maker)
+# (realm, function, event type emitted on success, argument maker). Event types named
+# "grc20", "grc721" and "legacy20" are made by _token_events, the others are a plain
+# GnoEvent echoing the caller and the first two arguments.
 _CALLS: tuple[tuple[str, str, str, str], ...] = (
     ("gno.land/r/gnoland/users/v1", "Register", "Registered", "name"),
     ("gno.land/r/demo/boards", "CreateThread", "ThreadCreated", "thread"),
     ("gno.land/r/demo/boards", "CreateReply", "ReplyCreated", "reply"),
     ("gno.land/r/gnoland/blog", "AddComment", "CommentAdded", "comment"),
-    ("gno.land/r/demo/wugnot", "Deposit", "Deposit", "none"),
-    ("gno.land/r/demo/foo20", "Transfer", "Transfer", "transfer"),
     ("gno.land/r/gov/dao", "MustVoteOnProposal", "VoteAdded", "vote"),
     ("gno.land/r/leon/hof", "Upvote", "Upvote", "number"),
     ("gno.land/r/docs/counter", "Increment", "Incremented", "none"),
     ("gno.land/r/demo/games/dice_roller", "Play", "GamePlayed", "number"),
+    # A realm storing what its callers type: some address-looking values have a bad
+    # checksum, which an indexer must not take for an address.
+    ("gno.land/r/demo/profile", "SetStringField", "ProfileFieldSet", "profile"),
+    # GRC20 realms (gno.land/p/demo/tokens/grc20): wugnot mints what a Deposit sends it
+    # (coins carried by the MsgCall) and burns on Withdraw, whose ugnot the realm pays
+    # back internally, invisible in the transaction.
+    ("gno.land/r/gnoland/wugnot", "Deposit", "grc20", "deposit"),
+    ("gno.land/r/gnoland/wugnot", "Withdraw", "grc20", "amount"),
+    ("gno.land/r/demo/defi/foo20", "Transfer", "grc20", "to_amount"),
+    ("gno.land/r/demo/defi/foo20", "Approve", "grc20", "to_amount"),
+    ("gno.land/r/demo/defi/foo20", "TransferFrom", "grc20", "from_to_amount"),
+    ("gno.land/r/demo/defi/foo20", "Faucet", "grc20", "none"),
+    ("gno.land/r/demo/defi/grc20factory", "New", "grc20", "factory_new"),
+    ("gno.land/r/demo/defi/grc20factory", "Transfer", "grc20", "symbol_to_amount"),
+    ("gno.land/r/demo/defi/grc20factory", "Burn", "grc20", "symbol_from_amount"),
+    # A token written before grc20 emitted events: the realm emits its own Transfer,
+    # with no token attribute, under its own pkg_path.
+    ("gno.land/r/gnoswap/gns", "Transfer", "legacy20", "to_amount"),
+    # GRC721 (gno.land/p/demo/tokens/grc721): Transfer has tokenId, not value.
+    ("gno.land/r/demo/foo721", "Mint", "grc721", "to_tid"),
+    ("gno.land/r/demo/foo721", "TransferFrom", "grc721", "from_to_tid"),
 )
+
+_COMMON_CALLS = tuple(call for call in _CALLS if call[3] != "factory_new")
+
+GRC20_PKG = "gno.land/p/demo/tokens/grc20"
+GRC721_PKG = "gno.land/p/demo/tokens/grc721"
+# The tokens of the GRC20 realms above: grc20.NewToken makes the id
+# "<realm>.<SYMBOL>.<seqid>" (token.gno), seqid printed as 7 cford32 digits.
+_REALM_TOKENS = {
+    "gno.land/r/gnoland/wugnot": "gno.land/r/gnoland/wugnot.wugnot.0000000",
+    "gno.land/r/demo/defi/foo20": "gno.land/r/demo/defi/foo20.FOO.0000000",
+}
+# grc20factory.New(name, symbol, decimals, initialMint, faucet): its seqid starts at 1.
+_FACTORY_TOKENS = (("Test Token", "TEST", "6"), ("Moon", "MOON", "2"), ("River", "RIVER", "0"))
+_FOO721 = "gno.land/r/demo/foo721.FNFT"  # grc721 BasicNFT.ID(): "<realm>.<SYMBOL>"
+# grc20.NewToken("Foo", "FOO", 4, ...) in a deployed package's source: its init emits
+# NewToken when the package is added (and mints to the deployer).
+_NEW_TOKEN_CALL = re.compile(r'grc20\.NewToken\(\s*"([^"\\]{1,40})",\s*"([A-Za-z0-9]{1,11})",\s*(\d{1,2})')
 
 _FAILURES = (
     ("out of gas error", "std.OutOfGasError"),
@@ -634,6 +685,25 @@ def _gno_source(rng: random.Random, name: str) -> str:
     return "\n".join(lines)
 
 
+def _token_source(
+    rng: random.Random, name: str, token: tuple[str, str, int] | None = None
+) -> str:
+    """A GRC20 token realm's source, like gno.land/r/demo/defi/foo20: its init creates
+    the token (grc20.NewToken emits NewToken) and mints the supply to the deployer.
+    ``token`` is (name, symbol, decimals), made from ``name`` when not given."""
+    if token is None:
+        token = (name.capitalize(), "".join(c for c in name.upper() if c.isalnum())[:11], rng.choice((0, 4, 6)))
+    token_name, symbol, decimals = token
+    supply = rng.randint(1, 10**9) * 10**decimals
+    return (
+        f"package {name}\n\nimport (\n\t\"gno.land/p/demo/tokens/grc20\"\n)\n\n"
+        "var (\n\tToken  *grc20.Token\n\tledger *grc20.PrivateLedger\n)\n\n"
+        "func init(cur realm) {\n"
+        f'\tToken, ledger = grc20.NewToken("{token_name}", "{symbol}", {decimals}, 0, cur)\n'
+        f"\tledger.Mint(cur.Previous().Address(), {supply})\n}}\n"
+    )
+
+
 def _gno_source_sized(rng: random.Random, name: str, size: int) -> str:
     """Generated Gno source of about ``size`` bytes."""
     parts = [f"package {name}\n\nimport (\n\t\"strconv\"\n\t\"strings\"\n)\n"]
@@ -671,13 +741,30 @@ def _gno_sources(paths: tuple[Path, ...]) -> tuple[str, ...]:
     return tuple(bodies)
 
 
+# Realms the genesis deploys at these indexes (the others are gno.land/{r,p}/sys/...):
+# as on gno.land, whose genesis adds the examples, token realms' init emits NewToken
+# and the mint of their supply at height 0. (path, NewToken name, symbol, decimals)
+_GENESIS_REALMS: dict[int, tuple[str, str, str, int] | tuple[str]] = {
+    1: ("gno.land/r/demo/defi/foo20", "Foo", "FOO", 4),
+    2: ("gno.land/r/gnoland/wugnot", "wrapped GNOT", "wugnot", 0),
+    3: ("gno.land/r/demo/defi/grc20factory",),
+    4: ("gno.land/r/demo/foo721",),
+    5: ("gno.land/r/gnoswap/gns",),
+}
+
+
 def _genesis_package(rng: random.Random, index: int, sources: tuple[str, ...]) -> dict[str, Any]:
     """A package for genesis: a few files (one to 16, four on average) taken from the
     real ``sources`` when there are any (renamed into this package), else generated
     with sizes spread like real ones (median about 1 KB, a few tens of KB at most)."""
-    word = _WORDS[index % len(_WORDS)]
-    name = f"{word}{index}"
-    path = f"gno.land/{'r' if index % 4 == 0 else 'p'}/sys/{name}"
+    realm = _GENESIS_REALMS.get(index)
+    if realm is not None:
+        path = realm[0]
+        name = path.rsplit("/", 1)[1]
+    else:
+        word = _WORDS[index % len(_WORDS)]
+        name = f"{word}{index}"
+        path = f"gno.land/{'r' if index % 4 == 0 else 'p'}/sys/{name}"
     files = []
     for number in range(min(16, 1 + int(rng.expovariate(1 / 3)))):
         if sources:
@@ -687,8 +774,87 @@ def _genesis_package(rng: random.Random, index: int, sources: tuple[str, ...]) -
             body = _gno_source_sized(rng, name, size)
         file_name = f"{name}.gno" if number == 0 else f"{rng.choice(_WORDS)}{number}.gno"
         files.append({"name": file_name, "body": body})
+    if realm is not None and len(realm) == 4:
+        _, token_name, symbol, decimals = realm
+        files.append({"name": "token.gno", "body": _token_source(rng, name, (token_name, symbol, decimals))})
     files.append({"name": "gnomod.toml", "body": f'module = "{path}"\ngno = "0.9"\n'})
     return {"name": name, "path": path, "files": files}
+
+
+def _gno_event(event_type: str, pkg_path: str, *pairs: str) -> dict[str, Any]:
+    """A GnoEvent as tx-indexer serves chain.Emit(type, k1, v1, k2, v2, ...)."""
+    attrs = [{"key": pairs[i], "value": pairs[i + 1]} for i in range(0, len(pairs), 2)]
+    return {"__typename": "GnoEvent", "type": event_type, "pkg_path": pkg_path, "attrs": attrs}
+
+
+def _grc20_transfer(token: str, sender: str, to: str, value: str) -> dict[str, Any]:
+    # grc20 token.gno: Transfer (from, to), Mint (from ""), Burn (to "").
+    return _gno_event("Transfer", GRC20_PKG, "token", token, "from", sender, "to", to, "value", value)
+
+
+def _token_events(
+    flavour: str, pkg_path: str, func: str, caller: str, args: list[str], send: str
+) -> list[dict[str, Any]]:
+    """The events of a call to one of _CALLS' token realms. The devnet keeps no ledger,
+    so balances summed from them can go below zero, as a history synced from the
+    middle of a chain can."""
+    if flavour == "grc721":  # grc721 basic_nft.gno: mint has from ""
+        sender, to, tid = ("", args[0], args[1]) if func == "Mint" else (args[0], args[1], args[2])
+        return [_gno_event("Transfer", GRC721_PKG, "token", _FOO721, "from", sender, "to", to, "tokenId", tid)]
+    if flavour == "legacy20":  # a realm's own Transfer, before grc20 had a token id
+        return [_gno_event("Transfer", pkg_path, "from", caller, "to", args[0], "value", args[1])]
+    if pkg_path == "gno.land/r/demo/defi/grc20factory":
+        if func == "New":
+            name, symbol, decimals, supply = args[:4]
+            token = _factory_token(symbol)
+            return [
+                _gno_event("NewToken", GRC20_PKG, "token", token, "name", name, "symbol", symbol,
+                           "decimals", decimals),
+                _grc20_transfer(token, "", caller, supply),
+            ]
+        token = _factory_token(args[0])
+        if func == "Burn":
+            return [_grc20_transfer(token, args[1], "", args[2])]
+        return [_grc20_transfer(token, caller, args[1], args[2])]
+    token = _REALM_TOKENS[pkg_path]
+    if func == "Deposit":  # wugnot mints the ugnot sent with the call
+        return [_grc20_transfer(token, "", caller, send.removesuffix(UGNOT))]
+    if func == "Withdraw":
+        return [_grc20_transfer(token, caller, "", args[0])]
+    if func == "Faucet":
+        return [_grc20_transfer(token, "", caller, "10000000")]
+    if func == "Approve":
+        return [_gno_event("Approval", GRC20_PKG, "token", token, "owner", caller, "spender", args[0],
+                           "value", args[1])]
+    if func == "TransferFrom":  # the caller spends its allowance; the event names the owner
+        return [_grc20_transfer(token, args[0], args[1], args[2])]
+    return [_grc20_transfer(token, caller, args[0], args[1])]
+
+
+def _factory_token(symbol: str) -> str:
+    number = next((i for i, t in enumerate(_FACTORY_TOKENS, 1) if t[1] == symbol), 0)
+    return f"gno.land/r/demo/defi/grc20factory.{symbol}.{number:07d}"
+
+
+def _new_token_events(
+    path: str, files: list[dict[str, Any]], creator: str, rng: random.Random
+) -> list[dict[str, Any]]:
+    """What a realm's init emits when it is added: NewToken (and the mint of its
+    supply) for each grc20.NewToken call in its source."""
+    events = []
+    for file in files:
+        body = file.get("body") if isinstance(file, dict) else None
+        if not isinstance(body, str) or "grc20.NewToken(" not in body:
+            continue
+        for name, symbol, decimals in _NEW_TOKEN_CALL.findall(body):
+            token = f"{path}.{symbol}.0000000"
+            events.append(
+                _gno_event("NewToken", GRC20_PKG, "token", token, "name", name, "symbol", symbol,
+                           "decimals", decimals)
+            )
+            if creator:
+                events.append(_grc20_transfer(token, "", creator, str(rng.randint(1, 10**15))))
+    return events
 
 
 _SIGNATURE_SLOT = "@@gnosync-devnet-signature@@"
@@ -1431,6 +1597,20 @@ class Chain:
         # A few accounts do most of the work, as on a real chain.
         return self.accounts[min(int(rng.expovariate(0.15)), len(self.accounts) - 1)]
 
+    def _profile_args(self, rng: random.Random) -> list[str]:
+        """SetStringField(field, value): a name, a website, or an address typed by hand,
+        one in three with a mistyped last character (so a bad bech32 checksum)."""
+        field = rng.choice(("DisplayName", "Website", "Address", "Address"))
+        if field == "DisplayName":
+            return [field, f"{rng.choice(_WORDS)} {rng.choice(_WORDS)}"]
+        if field == "Website":
+            return [field, f"https://{rng.choice(_WORDS)}.example"]
+        address = self._account(rng)
+        if rng.random() < 0.33:
+            last = address[-1]
+            address = address[:-1] + ("q" if last != "q" else "p")
+        return [field, address]
+
     def _fee(self, rng: random.Random, gas_wanted: int) -> dict[str, str]:
         roll = rng.random()
         if roll < 0.01:
@@ -1449,15 +1629,22 @@ class Chain:
             to = self._account(rng)
             if to == sender:
                 to = self.accounts[-1]
+            coins = f"{amount}{UGNOT}"
+            if rng.random() < 0.03:
+                # tm2 coins of several denoms, sorted by denom (a realm-issued coin here).
+                coins = f"{rng.randint(1, 10**6)}gno.land/r/demo/banktest:gold,{coins}"
             return {
                 "@type": "/bank.MsgSend",
                 "from_address": sender,
                 "to_address": to,
-                "amount": f"{amount}{UGNOT}",
+                "amount": coins,
             }
         if kind == "call":
             pkg_path, func, _, arg_kind = rng.choice(_CALLS)
-            if arg_kind == "none":
+            if arg_kind == "factory_new" and rng.random() < 0.9:
+                # New tokens are rare next to their transfers.
+                pkg_path, func, _, arg_kind = rng.choice(_COMMON_CALLS)
+            if arg_kind in ("none", "deposit"):
                 args = None
             elif arg_kind == "name":
                 args = [f"{rng.choice(_WORDS)}{rng.randint(100, 999)}"]
@@ -1476,16 +1663,35 @@ class Chain:
                 ]
             elif arg_kind == "comment":
                 args = [f"post-{rng.randint(1, 60)}", "Nice write-up, thanks! 🙏"]
-            elif arg_kind == "transfer":
-                args = [self._account(rng), str(rng.randint(1, 10**12))]
             elif arg_kind == "vote":
                 args = [str(rng.randint(0, 30)), rng.choice(("YES", "NO", "ABSTAIN"))]
+            elif arg_kind == "profile":
+                args = self._profile_args(rng)
+            elif arg_kind in ("to_amount", "to_tid"):
+                args = [self._account(rng), str(rng.randint(1, 10**9))]
+            elif arg_kind in ("from_to_amount", "from_to_tid"):
+                args = [self._account(rng), self._account(rng), str(rng.randint(1, 10**9))]
+            elif arg_kind == "amount":
+                args = [str(rng.randint(1, 10**7))]
+            elif arg_kind == "factory_new":
+                name, symbol, decimals = rng.choice(_FACTORY_TOKENS)
+                args = [name, symbol, decimals, str(rng.randint(1, 10**12)), "0"]
+            elif arg_kind == "symbol_to_amount":
+                symbol = rng.choice(_FACTORY_TOKENS)[1]
+                args = [symbol, self._account(rng), str(rng.randint(1, 10**9))]
+            elif arg_kind == "symbol_from_amount":
+                symbol = rng.choice(_FACTORY_TOKENS)[1]
+                args = [symbol, sender, str(rng.randint(1, 10**6))]
             else:
                 args = [str(rng.randint(0, 2**40))]
+            if arg_kind == "deposit":
+                send = f"{rng.randint(1, 10**7)}{UGNOT}"  # Deposit panics without coins
+            else:
+                send = rng.choice(("", "", "", f"{rng.randint(1, 10**7)}{UGNOT}"))
             msg: dict[str, Any] = {
                 "@type": "/vm.m_call",
                 "caller": sender,
-                "send": rng.choice(("", "", "", f"{rng.randint(1, 10**7)}{UGNOT}")),
+                "send": send,
                 "max_deposit": rng.choice(("", "", f"{rng.randint(1, 10**8)}{UGNOT}")),
                 "pkg_path": pkg_path,
                 "func": func,
@@ -1497,6 +1703,9 @@ class Chain:
             name = f"{rng.choice(_WORDS)}{rng.randint(1, 99)}"
             space = "r" if rng.random() < 0.7 else "p"
             files = [{"name": f"{name}.gno", "body": _gno_source(rng, name)}]
+            if space == "r" and rng.random() < 0.25:
+                # A token realm: its init's grc20.NewToken emits NewToken on deployment.
+                files.append({"name": "token.gno", "body": _token_source(rng, name)})
             if rng.random() < 0.5:
                 files.append(
                     {
@@ -1512,7 +1721,8 @@ class Chain:
                     "path": f"gno.land/{space}/{sender}/{name}",
                     "files": files,
                 },
-                "send": "",
+                # Coins sent with a deployment go to the new package's address.
+                "send": rng.choice(("", "", "", "", f"{rng.randint(1, 10**6)}{UGNOT}")),
                 "max_deposit": rng.choice(("", f"{rng.randint(10**6, 10**9)}{UGNOT}")),
             }
         # run
@@ -1523,7 +1733,8 @@ class Chain:
         return {
             "@type": "/vm.m_run",
             "caller": sender,
-            "send": "",
+            # Coins sent with a run go to the caller's own run package, i.e. stay theirs.
+            "send": rng.choice(("", "", "", f"{rng.randint(1, 10**6)}{UGNOT}")),
             "max_deposit": "",
             "package": {
                 "name": "main",
@@ -1592,21 +1803,7 @@ class Chain:
             kind = msg.get("@type")
             if kind == "/vm.m_call":
                 pkg_path = msg.get("pkg_path") or ""
-                func = msg.get("func") or ""
-                event_type = next(
-                    (e for p, f, e, _ in _CALLS if p == pkg_path and f == func), func or "Called"
-                )
-                attrs = [{"key": "caller", "value": msg.get("caller") or ""}]
-                for i, arg in enumerate((msg.get("args") or [])[:2]):
-                    attrs.append({"key": f"arg{i}", "value": arg})
-                events.append(
-                    {
-                        "__typename": "GnoEvent",
-                        "type": event_type,
-                        "pkg_path": pkg_path,
-                        "attrs": attrs,
-                    }
-                )
+                events.extend(self._call_events(msg, pkg_path, rng))
                 roll = rng.random()
                 if roll < 0.3:
                     delta = rng.randint(40, 4_000)
@@ -1625,8 +1822,12 @@ class Chain:
                 data.append(f'("{rng.choice(_WORDS)}" string)\n\n')
             elif kind == "/vm.m_addpkg":
                 package = msg.get("package") or {}
-                size = sum(len((f.get("body") or "").encode()) for f in package.get("files") or [])
-                events.append(self._deposit_event(package.get("path") or "", size * 3 + 600))
+                path = package.get("path") or ""
+                files = package.get("files") or []
+                size = sum(len((f.get("body") or "").encode()) for f in files)
+                if path.startswith("gno.land/r/"):
+                    events.extend(_new_token_events(path, files, msg.get("creator") or "", rng))
+                events.append(self._deposit_event(path, size * 3 + 600))
             elif kind == "/vm.m_run":
                 if rng.random() < 0.5:
                     events.append(
@@ -1664,6 +1865,25 @@ class Chain:
             "data": "".join(data),
             "events": events,
         }
+
+    @staticmethod
+    def _call_events(msg: dict[str, Any], pkg_path: str, rng: random.Random) -> list[dict[str, Any]]:
+        """The GnoEvents a successful MsgCall emits, as its realm would."""
+        func = msg.get("func") or ""
+        caller = msg.get("caller") or ""
+        args = msg.get("args") or []
+        event_type = next(
+            (e for p, f, e, _ in _CALLS if p == pkg_path and f == func), func or "Called"
+        )
+        if event_type in ("grc20", "legacy20", "grc721"):
+            try:
+                return _token_events(event_type, pkg_path, func, caller, args, msg.get("send") or "")
+            except (IndexError, KeyError, TypeError, ValueError):
+                pass  # an exported transaction with other arguments: the plain event
+        attrs = [{"key": "caller", "value": caller}]
+        for i, arg in enumerate(args[:2]):
+            attrs.append({"key": f"arg{i}", "value": arg})
+        return [{"__typename": "GnoEvent", "type": event_type, "pkg_path": pkg_path, "attrs": attrs}]
 
     @staticmethod
     def _deposit_event(pkg_path: str, delta: int) -> dict[str, Any]:

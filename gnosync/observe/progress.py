@@ -27,7 +27,16 @@ class BackfillProgress:
     every ``every`` seconds, so long backfills stay visible in plain logs.
     """
 
-    def __init__(self, *, terminal: bool | None = None, every: float = 10.0, console: Console | None = None):
+    def __init__(
+        self,
+        *,
+        terminal: bool | None = None,
+        every: float = 10.0,
+        console: Console | None = None,
+        label: str = "syncing",
+    ):
+        self.label = label  # what the bar says is going on
+        self._event = "backfill progress" if label == "syncing" else f"{label} progress"
         self.terminal = sys.stderr.isatty() if terminal is None else terminal
         self.every = every
         self.console = console
@@ -52,7 +61,7 @@ class BackfillProgress:
     def _draw(self, height: int, tip: int) -> None:
         if self._bar is None:
             self._bar = Progress(
-                TextColumn("[bold]syncing[/]"),
+                TextColumn(f"[bold]{self.label}[/]"),
                 BarColumn(),
                 TextColumn("height {task.completed:,.0f} / {task.total:,.0f}"),
                 _BlocksPerSecond(),
@@ -72,7 +81,7 @@ class BackfillProgress:
         if self._last_height is not None and now > self._last_time:
             rate = round((height - self._last_height) / (now - self._last_time), 1)
         eta = round((tip - height) / rate, 1) if rate else None
-        log.info("backfill progress", height=height, tip=tip, remaining=tip - height,
+        log.info(self._event, height=height, tip=tip, remaining=tip - height,
                  blocks_per_s=rate, eta_s=eta)
         self._last_log, self._last_height, self._last_time = now, height, now
 

@@ -15,6 +15,7 @@ from gnosync.redact import redact_text
 from gnosync.source.pool import SourcePool
 from gnosync.store import Store
 from gnosync.store.lock import describe_writer
+from gnosync.store.replica import ReplicaState, lag_warning, replica_from_json
 
 NOT_INITIALISED = "not initialised"
 # What to run on a database without gnosync's tables.
@@ -36,8 +37,11 @@ async def status_report(store: Store, source: SourcePool | None, component: str)
     anything; a schema without gnosync's tables gives ``status: "not initialised"``
     and a ``hint``. ``database`` is the store's DSN, password-free. A source that
     does not answer leaves ``source_height`` and ``lag`` null and says why in
-    ``source_error``. Every text in it is redacted (:func:`gnosync.redact.redact_text`),
-    whoever wrote it: a ``last_error`` stored by an older gnosync, or a library's message.
+    ``source_error``. On a read-only replica it adds ``replica`` (its replay lag, see
+    :class:`gnosync.store.replica.ReplicaState`) and, when that lag is large, a
+    ``warning``; the writers then show on the primary only. Every text in it is
+    redacted (:func:`gnosync.redact.redact_text`), whoever wrote it: a ``last_error``
+    stored by an older gnosync, or a library's message.
     """
     report: dict[str, Any] = {"component": component, "database": store.dsn}
     try:
@@ -55,6 +59,21 @@ async def status_report(store: Store, source: SourcePool | None, component: str)
             report.update(state.to_json_dict())
         else:
             report.update(last_block_h=None, status="never synced")
+    if report.get("status") != NOT_INITIALISED:
+        try:
+            decoded = await store.decoder_state()
+        except StoreError:
+            decoded = None  # a schema older than the decoded tables: nothing to say
+        if decoded is not None:
+            report["decoder_version"] = decoded.version
+            report["derived_to"] = decoded.derived_to
+    replica = await _replica(store)
+    if replica is not None:
+        # A replica's pg_locks show its own connections only: the writers show on the primary.
+        report["replica"] = replica.to_json_dict()
+        warning = lag_warning(replica)
+        if warning is not None:
+            report["warning"] = warning
     try:
         writers = await store.writers()
     except StoreError:
@@ -77,6 +96,15 @@ async def status_report(store: Store, source: SourcePool | None, component: str)
     return _redacted(report)
 
 
+async def _replica(store: Store) -> ReplicaState | None:
+    """The server's replica state (None on a primary, or when it cannot be read)."""
+    try:
+        async with store.auditing() as reader:
+            return await reader.replica()
+    except StoreError:
+        return None
+
+
 def status_lines(report: dict[str, Any]) -> list[str]:
     """``report`` as aligned ``key  value`` lines, each value in words (``-`` for none)."""
     width = max(len(key) for key in report)
@@ -88,6 +116,9 @@ def _text(key: str, value: Any) -> str:
         return "-"
     if key == "leader":
         return describe_writer(value)
+    if key == "replica":
+        replica = replica_from_json(value)
+        return "-" if replica is None else f"{replica.describe()}; the writers show on the primary"
     if key == "standbys":
         return "; ".join(describe_writer(writer) for writer in value)
     if key == "sources":

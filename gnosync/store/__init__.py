@@ -4,6 +4,7 @@
 ``commit_batch()`` writes a batch of blocks and transactions together with the sync
 state and the checkpoints due at its heights, in one transaction; ``replace_range()``
 swaps stored heights for re-fetched ones the same way (``gnosync repair``);
+``stored_transactions()`` and ``write_rederived()`` rebuild the decoded tables of stored heights (``gnosync rederive``);
 ``auditing()`` opens the set-based checks of ``gnosync verify`` on one snapshot.
 Database failures raise ``gnosync.errors.StoreError``.
 
@@ -19,11 +20,12 @@ from gnosync.store.embedded import start_embedded, stop_embedded
 from gnosync.store.lock import NotTheWriter, WriterInfo, writer_lock_key
 from gnosync.store.rows import block_row, transaction_row
 from gnosync.store.state import SyncState, SyncStateRepository
-from gnosync.store.store import Store
+from gnosync.store.store import DecoderState, Store
 
 __all__ = [
     "AuditReader",
     "BlockLink",
+    "DecoderState",
     "NotTheWriter",
     "Store",
     "SyncState",

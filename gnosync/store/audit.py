@@ -20,6 +20,7 @@ import asyncpg
 from gnosync.errors import ConfigError
 from gnosync.store import sql
 from gnosync.store.migrate import load_migrations
+from gnosync.store.replica import ReplicaState
 
 # Heights read per statement when streaming the links (faster than a cursor).
 LINK_CHUNK = 50_000
@@ -119,6 +120,11 @@ class AuditReader:
                 f"schema {schema!r} in database {database!r} lacks {lacking};"
                 " run gnosync migrate (verify never changes the database)"
             )
+
+    async def replica(self) -> ReplicaState | None:
+        """Where the server stands as a replica: None on a primary."""
+        (row,) = await self._fetch("reading the replication state", sql.REPLICA_STATE)
+        return ReplicaState.from_row(row)
 
     async def bounds(self) -> AuditBounds:
         rows = await self._fetch("reading the stored range", self._sql.audit_bounds, self._component)

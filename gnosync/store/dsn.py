@@ -108,7 +108,8 @@ def without_password(dsn: str) -> str:
 
 
 def describe_dsn(dsn: str) -> str:
-    """Where ``dsn`` points, as ``host:port/database``; never includes a password."""
+    """Where ``dsn`` points, as ``host:port/database`` (``h1:p1,h2:p2/database`` for a
+    multi-host DSN); never includes a password."""
     try:
         parts = urlsplit(to_uri(dsn))
         query = dict(parse_qsl(parts.query))
@@ -133,4 +134,11 @@ def describe_dsn(dsn: str) -> str:
         or user
         or "postgres"
     )
+    if "," in hostinfo:  # a multi-host URI names each host with its port
+        return f"{unquote(hostinfo)}/{database}"
+    if "," in host:  # host=h1,h2 port=p1,p2: each host with its port, as libpq pairs them
+        ports = port.split(",")
+        hosts = host.split(",")
+        ports = ports if len(ports) == len(hosts) else [ports[0]] * len(hosts)
+        return ",".join(f"{h}:{p}" for h, p in zip(hosts, ports)) + f"/{database}"
     return f"{host}:{port}/{database}"

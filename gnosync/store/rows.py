@@ -15,9 +15,17 @@ from __future__ import annotations
 
 from typing import Any
 
+# The module, not its names: gnosync.decode imports gnosync.store.sql, and either
+# package may be imported first.
+from gnosync import decode
 from gnosync.errors import BatchInvalid
 from gnosync.model import Block, Transaction, parse_time
+from gnosync.store.sql import TRANSACTION_COLUMNS
 from gnosync.store.sanitize import clean_json, clean_text
+
+_MESSAGES = TRANSACTION_COLUMNS.index("messages")
+_RESPONSE = TRANSACTION_COLUMNS.index("response")
+_SUCCESS = TRANSACTION_COLUMNS.index("success")
 
 
 def block_row(block: Block) -> tuple[Any, ...]:
@@ -94,4 +102,26 @@ def transaction_row(tx: Transaction) -> tuple[Any, ...]:
         messages,
         response,
         tx.repaired or memo_changed or messages_changed or response_changed or denom_changed,
+    )
+
+
+def stored_transaction_row(tx: Transaction) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+    """``tx`` as gnosync stores it: its ``transactions`` row, whose ``messages`` keep
+    each package file's name and size but not its body, and the ``package_files`` rows
+    holding those bodies (see :func:`gnosync.decode.split_files`)."""
+    row = transaction_row(tx)
+    messages, files = decode.split_files(row[0], row[1], row[_MESSAGES])
+    if messages is not row[_MESSAGES]:
+        row = (*row[:_MESSAGES], messages, *row[_MESSAGES + 1:])
+    return row, files
+
+
+def stored_tx(row: tuple[Any, ...]) -> decode.StoredTx:
+    """What the decoder reads of a ``transactions`` row (``stored_transaction_row``'s)."""
+    return decode.StoredTx(
+        block_height=row[0],
+        tx_index=row[1],
+        success=row[_SUCCESS],
+        messages=row[_MESSAGES],
+        response=row[_RESPONSE],
     )

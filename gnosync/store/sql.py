@@ -160,6 +160,36 @@ SET_LOCAL_SEARCH_PATH = "SELECT set_config('search_path', $1, true)"
 # For the embedded server: create gnosync's database once.
 DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = $1"
 
+# -- decoded tables (migration 0004; rows built by gnosync.decode) -------------------------
+# The derived tables whose rows belong to one transaction (deleted with it, by height).
+PER_TX_DERIVED_TABLES: tuple[str, ...] = (
+    MESSAGES_TABLE, EVENTS_TABLE, TX_ACCOUNTS_TABLE, COIN_TRANSFERS_TABLE,
+    GRC20_TRANSFERS_TABLE, PACKAGES_TABLE,
+)
+# The derived tables that hold no foreign key to transactions (a per-row check costs
+# more than their rows): gnosync deletes their rows wherever it deletes transactions.
+UNREFERENCING_DERIVED_TABLES: tuple[str, ...] = (
+    TX_ACCOUNTS_TABLE, COIN_TRANSFERS_TABLE, GRC20_TRANSFERS_TABLE, PACKAGES_TABLE,
+)
+# Everything a full re-derivation empties; package_files is stored data and never is.
+DERIVED_TABLES: tuple[str, ...] = (*PER_TX_DERIVED_TABLES, GRC20_TOKENS_TABLE, GRC20_BALANCES_TABLE)
+# The PostgreSQL types of the columns written through unnest() arrays.
+_UNNEST_TYPES: dict[str, str] = {
+    "path": "text", "name": "text", "creator": "text", "block_height": "bigint",
+    "tx_index": "integer", "msg_index": "integer", "file_count": "integer", "bytes": "bigint",
+    "address": "text", "token": "text", "pkg_path": "text", "symbol": "text",
+    "decimals": "integer", "first_height": "bigint",
+}
+
+
+def _unnest(table: str, columns: tuple[str, ...]) -> str:
+    """``INSERT INTO table (columns) SELECT * FROM unnest($1::type[], ...)``: one
+    parameter per column, each an array of that column's values."""
+    arrays = ", ".join(
+        f"${i}::{_UNNEST_TYPES[name]}[]" for i, name in enumerate(columns, start=1)
+    )
+    return f"INSERT INTO {table} AS x ({_columns(columns)}) SELECT * FROM unnest({arrays})"
+
 
 def _segment(blocks: str, txs: str, low: str, high: str, previous: str) -> str:
     """One row over the checkpoint segment ``low < height <= high``: its checksum chained
@@ -530,8 +560,17 @@ class Statements:
         self.delete_blocks_between = (
             f"DELETE FROM {blocks} WHERE height BETWEEN $1::bigint AND $2::bigint"
         )
+        # The derived tables without a foreign key lose their rows of those heights in
+        # the same statement (the others follow the transactions by cascade).
+        orphan_derived = ", ".join(
+            f"o{i} AS (DELETE FROM {s}.{quote_ident(name)} x"
+            " WHERE x.block_height BETWEEN $1::bigint AND $2::bigint"
+            f" AND NOT EXISTS (SELECT 1 FROM {blocks} b WHERE b.height = x.block_height))"
+            for i, name in enumerate(UNREFERENCING_DERIVED_TABLES)
+        )
         self.delete_orphan_transactions = (
-            f"DELETE FROM {txs} t WHERE t.block_height BETWEEN $1::bigint AND $2::bigint"
+            f"WITH {orphan_derived}"
+            f" DELETE FROM {txs} t WHERE t.block_height BETWEEN $1::bigint AND $2::bigint"
             f" AND NOT EXISTS (SELECT 1 FROM {blocks} b WHERE b.height = t.block_height)"
         )
         # After a replaced range whose last block is $2 ($3 its hash, $4 the range's last
@@ -547,6 +586,97 @@ class Statements:
             + _MOVE_TOP_ONLY +
             " chain_id = COALESCE(a.chain_id, EXCLUDED.chain_id),"
             " updated_at = now()"
+        )
+
+        # -- decoded tables (see gnosync.store.derived) --------------------------------
+        def table(name: str) -> str:
+            return f"{s}.{quote_ident(name)}"
+
+        decoder_state = table(DECODER_STATE_TABLE)
+        transfers = table(GRC20_TRANSFERS_TABLE)
+        self.decoder_state = f"SELECT version, derived_to FROM {decoder_state}"
+        # A database without a block yet: its derived tables are this decoder's ($1).
+        self.adopt_decoder_version = (
+            f"UPDATE {decoder_state} SET version = $1, derived_to = NULL, updated_at = now()"
+            f" WHERE version <> $1 AND NOT EXISTS (SELECT 1 FROM {blocks})"
+        )
+        # A full re-derivation starts from empty derived tables, at decoder version $1.
+        self.truncate_derived = "TRUNCATE " + ", ".join(table(name) for name in DERIVED_TABLES)
+        self.reset_decoder_state = (
+            f"UPDATE {decoder_state} SET version = $1, derived_to = NULL, updated_at = now()"
+        )
+        # After deriving heights $1..$2: derived_to moves up to $2 when the heights below
+        # $1 are all derived already (derived_to >= $1 - 1, or none is derived and none is
+        # stored below $1); a range derived above a hole leaves it where it is.
+        self.advance_derived_to = (
+            f"UPDATE {decoder_state} SET derived_to = GREATEST(derived_to, $2::bigint),"
+            " updated_at = now()"
+            " WHERE derived_to >= $1::bigint - 1 OR (derived_to IS NULL"
+            f" AND NOT EXISTS (SELECT 1 FROM {blocks} WHERE height < $1::bigint))"
+        )
+        # Heights from $1 on lose their derived rows without getting new ones (a replaced
+        # range written with derive = none): derived_to falls below them.
+        self.lower_derived_to = (
+            f"UPDATE {decoder_state} SET derived_to = NULLIF($1::bigint - 1, -1), updated_at = now()"
+            " WHERE derived_to >= $1::bigint"
+        )
+        # The per-transaction derived rows of heights $1..$2, in one statement.
+        deletes = [
+            f"DELETE FROM {table(name)} WHERE block_height BETWEEN $1::bigint AND $2::bigint"
+            for name in PER_TX_DERIVED_TABLES
+        ]
+        self.delete_derived_between = (
+            "WITH " + ", ".join(f"d{i} AS ({stmt})" for i, stmt in enumerate(deletes[1:]))
+            + " " + deletes[0]
+        )
+        # GRC20 balances from the transfers stored at heights $1..$2, times $3 (1 adds
+        # them, -1 takes them back out before the range's transfers are deleted). One
+        # row per (token, address) of the range: received minus sent.
+        self.apply_balances = (
+            f"INSERT INTO {table(GRC20_BALANCES_TABLE)} AS b (token, address, balance, last_height)"
+            " SELECT token, address, sum(delta) * $3::integer, max(block_height) FROM ("
+            " SELECT token, to_address AS address, amount AS delta, block_height"
+            f" FROM {transfers} WHERE block_height BETWEEN $1::bigint AND $2::bigint"
+            " AND to_address IS NOT NULL"
+            " UNION ALL SELECT token, from_address, -amount, block_height"
+            f" FROM {transfers} WHERE block_height BETWEEN $1::bigint AND $2::bigint"
+            " AND from_address IS NOT NULL) d GROUP BY token, address"
+            " ON CONFLICT (token, address) DO UPDATE SET balance = b.balance + EXCLUDED.balance,"
+            " last_height = GREATEST(b.last_height, EXCLUDED.last_height)"
+        )
+        # Every balance again from every stored transfer (after this, apply_balances over
+        # all heights on the emptied table): repair's answer to a balance that is not the
+        # sum of its transfers.
+        self.truncate_balances = f"TRUNCATE {table(GRC20_BALANCES_TABLE)}"
+        # A path is recorded by its first deployment: later ones change nothing.
+        self.insert_packages = (
+            _unnest(table(PACKAGES_TABLE), PACKAGE_COLUMNS) + " ON CONFLICT (path) DO NOTHING"
+        )
+        # A token keeps its earliest height and fills what it lacks; a row that would
+        # not change is not rewritten.
+        self.upsert_grc20_tokens = (
+            _unnest(table(GRC20_TOKENS_TABLE), GRC20_TOKEN_COLUMNS)
+            + " ON CONFLICT (token) DO UPDATE SET"
+            " first_height = LEAST(x.first_height, EXCLUDED.first_height),"
+            " name = COALESCE(x.name, EXCLUDED.name),"
+            " symbol = COALESCE(x.symbol, EXCLUDED.symbol),"
+            " decimals = COALESCE(x.decimals, EXCLUDED.decimals)"
+            " WHERE EXCLUDED.first_height < x.first_height"
+            " OR (x.name IS NULL AND EXCLUDED.name IS NOT NULL)"
+            " OR (x.symbol IS NULL AND EXCLUDED.symbol IS NOT NULL)"
+            " OR (x.decimals IS NULL AND EXCLUDED.decimals IS NOT NULL)"
+        )
+        # What re-derivation reads: the stored transactions of heights $1..$2.
+        self.stored_transactions_between = (
+            "SELECT block_height, tx_index, success, messages::text, response::text"
+            f" FROM {txs} WHERE block_height BETWEEN $1::bigint AND $2::bigint"
+            " ORDER BY block_height, tx_index"
+        )
+        # The height of the ($3 + 1)-th stored transaction of $1..$2 (null: fewer): a
+        # re-derivation batch ends there, whole heights only.
+        self.nth_transaction_height = (
+            f"SELECT block_height FROM {txs} WHERE block_height BETWEEN $1::bigint AND $2::bigint"
+            " ORDER BY block_height, tx_index OFFSET $3 LIMIT 1"
         )
 
     def update_state(self, columns: Iterable[str]) -> str:
@@ -570,3 +700,25 @@ class Statements:
             f"INSERT INTO {self._app_state} ({insert_columns}) VALUES ({values})"
             f" ON CONFLICT (component) DO UPDATE SET {assignments}"
         )
+
+
+# -- replicas ----------------------------------------------------------------------------
+
+# Where a hot standby stands (gnosync.store.replica); on a primary, in_recovery is false
+# and the rest is NULL. A standby that has replayed all it received while its WAL
+# receiver runs is 0 s behind; otherwise (still replaying, or receiving nothing, as
+# when cut off from its primary) it is behind by the age of the last commit it replayed.
+# pg_stat_wal_receiver shows its row, pid included, to any role.
+REPLICA_STATE = """
+SELECT pg_is_in_recovery() AS in_recovery,
+       CASE WHEN pg_is_in_recovery() THEN EXISTS (SELECT 1 FROM pg_stat_wal_receiver) END
+           AS receiving,
+       CASE WHEN pg_is_in_recovery() THEN pg_last_xact_replay_timestamp() END
+           AS last_replayed_at,
+       CASE
+           WHEN NOT pg_is_in_recovery() THEN NULL
+           WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()
+                AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver) THEN 0
+           ELSE extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8
+       END AS replay_lag_s
+"""

@@ -6,11 +6,14 @@ import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import asyncpg
 
+from gnosync import decode
 from gnosync.errors import ConfigError, StoreError
 from gnosync.store import sql
+from gnosync.store.derived import copy_package_files, take_back, write_derived
 from gnosync.store.dsn import describe_dsn, password_of, redact_dsn, to_uri
 from gnosync.store.failures import RETRY_HINT, connection_lost, database_errors
 from gnosync.store.lock import (
@@ -23,11 +26,11 @@ from gnosync.store.lock import (
     standby_name,
     writer_lock_key,
 )
-from gnosync.store.audit import AuditReader, BlockLink
+from gnosync.store.audit import MAX_HEIGHT, MIN_HEIGHT, AuditReader, BlockLink
 from gnosync.store.checkpoints import boundaries
 from gnosync.store.migrate import apply_migrations
 from gnosync.store.partitions import Coverage, ensure_partitions
-from gnosync.store.rows import block_row, transaction_row
+from gnosync.store.rows import block_row, stored_transaction_row, stored_tx
 from gnosync.store.state import SyncStateRepository, check_status
 from gnosync.model import Batch, BlockRef
 
@@ -42,6 +45,18 @@ WRITER_KEEPALIVES = ("10", "3", "3")
 
 OnStandby = Callable[[WriterInfo | None], Awaitable[None] | None]
 
+# What a commit writes besides blocks, transactions and package files (``derive``).
+DERIVE_MODES = ("all", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class DecoderState:
+    """Which decoder built the derived tables (0: none yet) and up to which height they
+    are complete (None: no height)."""
+
+    version: int
+    derived_to: int | None
+
 
 class Store:
     """A pool of connections to the database that holds gnosync's ``schema``.
@@ -53,6 +68,9 @@ class Store:
     ``schema``, whatever the ``component`` (see :mod:`gnosync.store.lock`): after
     :meth:`claim_writer` they run on the connection that holds it; without it they run
     on the pool and raise :class:`NotTheWriter` while another process holds it.
+
+    ``derive``: ``"all"`` writes every batch's decoded rows (:mod:`gnosync.decode`) in
+    the batch's own transaction; ``"none"`` only blocks, transactions and package files.
     """
 
     def __init__(
@@ -66,12 +84,16 @@ class Store:
         secret: str | None = None,
         checkpoint_every: int = 10_000,
         durable_commits: bool = True,
+        derive: str = "all",
         partition_size: int = 1_000_000,
     ):
         if checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be 0 or more, got {checkpoint_every}")
+        if derive not in DERIVE_MODES:
+            raise ValueError(f"derive must be one of {', '.join(DERIVE_MODES)}, got {derive!r}")
         if partition_size < 1:
             raise ValueError(f"partition_size must be at least 1, got {partition_size}")
+        self.derive = derive
         # Heights per partition that gnosync creates (see gnosync.store.partitions), and
         # the heights known to have partitions: None until the first write reads them.
         self.partition_size = partition_size
@@ -110,6 +132,7 @@ class Store:
         max_size: int = 4,
         checkpoint_every: int = 10_000,
         durable_commits: bool = True,
+        derive: str = "all",
         partition_size: int = 1_000_000,
     ) -> Store:
         """Open a pool to ``dsn`` (URI or key=value form); fails fast if it cannot connect.
@@ -127,6 +150,8 @@ class Store:
             raise ConfigError(f"invalid schema name: {exc}") from None
         if not component:
             raise ConfigError("the sync component name cannot be empty")
+        if derive not in DERIVE_MODES:
+            raise ConfigError(f"invalid setting derive: {derive!r}; expected all or none")
         try:
             uri = to_uri(dsn)
         except ValueError as exc:
@@ -161,6 +186,7 @@ class Store:
             secret=password_of(dsn),
             checkpoint_every=checkpoint_every,
             durable_commits=durable_commits,
+            derive=derive,
             partition_size=partition_size,
         )
 
@@ -434,7 +460,11 @@ class Store:
         self._coverage = None  # a migration may partition the tables
         async with self._errors(f"migrating schema {self.schema!r}"):
             async with self._pool.acquire() as conn:
-                return await apply_migrations(conn, self._sql)
+                applied = await apply_migrations(conn, self._sql)
+                # A database without blocks has nothing to derive: it starts at this
+                # decoder's version rather than at 0, which would ask for a rebuild.
+                await conn.execute(self._sql.adopt_decoder_version, decode.DECODER_VERSION)
+                return applied
 
     async def ping(self) -> None:
         """Check that the pool gets an answer; a broken pooled connection is replaced."""
@@ -444,7 +474,10 @@ class Store:
     async def commit_batch(self, batch: Batch, *, chain_id: str, status: str) -> None:
         """Store ``batch`` and advance app_state, atomically.
 
-        In one transaction: binary COPY of the blocks, then of the transactions, then the
+        In one transaction: the partitions its heights lack (see
+        :mod:`gnosync.store.partitions`), binary COPY of the blocks, of the transactions (package file
+        bodies split out of ``messages``) and of the package files; with ``derive="all"``
+        the batch's decoded rows (see :func:`gnosync.store.derived.write_derived`); the
         checkpoints at the batch's heights that are multiples of ``checkpoint_every``
         (computed in SQL from the stored rows, see :mod:`gnosync.store.checkpoints`),
         then the app_state upsert. Cancellation or a crash at any point stores nothing.
@@ -459,15 +492,16 @@ class Store:
         """
         top = _check_batch(batch)
         check_status(status)
-        block_rows = [block_row(block) for block in batch.blocks]
-        tx_rows = [transaction_row(tx) for tx in batch.transactions]
+        block_rows, tx_rows, file_rows, derived = self._rows(batch)
         async with self._partitioned() as coverage, self._writing(
             f"committing blocks {batch.start}..{batch.end}"
         ) as conn:
             if not self.durable_commits:
                 await conn.execute(sql.ASYNC_COMMIT)
             await coverage.ensure(conn, batch.start, batch.end)
-            await self._copy(conn, block_rows, tx_rows)
+            await self._copy(conn, block_rows, tx_rows, file_rows)
+            if derived is not None:
+                await write_derived(conn, self._sql, derived, batch.start, batch.end)
             await self._write_checkpoints(conn, boundaries(batch.start, batch.end, self.checkpoint_every))
             await self.state.update_last_block(
                 conn,
@@ -483,25 +517,31 @@ class Store:
         atomically: the write path of ``gnosync repair``.
 
         In one transaction, fenced by the writer lock exactly like :meth:`commit_batch`:
-        delete the transactions and blocks of those heights (their checkpoints go with
-        the blocks), binary COPY the batch, write the checkpoints of the range again (at
+        take the range's GRC20 transfers back out of the balances, delete the
+        transactions and blocks of those heights (their checkpoints and derived rows go
+        with them), binary COPY the batch and, with ``derive="all"``, write its derived
+        rows (with ``"none"``, ``derived_to`` falls below the range), write the checkpoints of the range again (at
         the multiples of ``checkpoint_every`` and at every height that had one), and
         record the range's top in app_state without ever moving ``last_block_h`` down
         or touching the status. The caller validates ``batch`` against the stored
         neighbours first; nothing else of the database changes.
         """
         top = _check_batch(batch)
-        block_rows = [block_row(block) for block in batch.blocks]
-        tx_rows = [transaction_row(tx) for tx in batch.transactions]
+        block_rows, tx_rows, file_rows, derived = self._rows(batch)
         start, end = batch.start, batch.end
         async with self._partitioned() as coverage, self._writing(
             f"replacing blocks {start}..{end}"
         ) as conn:
             await coverage.ensure(conn, start, end)
             had = [row["height"] for row in await conn.fetch(self._sql.checkpoint_heights, start, end)]
+            await take_back(conn, self._sql, start, end)
             await conn.execute(self._sql.delete_transactions_between, start, end)
             await conn.execute(self._sql.delete_blocks_between, start, end)
-            await self._copy(conn, block_rows, tx_rows)
+            await self._copy(conn, block_rows, tx_rows, file_rows)
+            if derived is not None:
+                await write_derived(conn, self._sql, derived, start, end)
+            else:
+                await conn.execute(self._sql.lower_derived_to, start)
             heights = sorted(set(boundaries(start, end, self.checkpoint_every)) | set(had))
             await self._write_checkpoints(conn, heights)
             await conn.execute(
@@ -512,6 +552,14 @@ class Store:
                 batch.last_tx_hash,
                 chain_id,
             )
+
+    async def rebuild_balances(self) -> None:
+        """Recompute every GRC20 balance from the stored transfers, in one transaction
+        fenced by the writer lock: what repair does when a balance is not the sum of its
+        transfers (the transfers are the record; balances only sum them)."""
+        async with self._writing("rebuilding the GRC20 balances") as conn:
+            await conn.execute(self._sql.truncate_balances)
+            await conn.execute(self._sql.apply_balances, MIN_HEIGHT, MAX_HEIGHT, 1)
 
     async def delete_orphan_transactions(self, start: int, end: int) -> int:
         """Delete the stored transactions at ``start..end`` whose block is not stored;
@@ -541,7 +589,22 @@ class Store:
         if partitioning.coverage is not None:
             self._coverage = partitioning.coverage
 
-    async def _copy(self, conn: asyncpg.Connection, block_rows: list, tx_rows: list) -> None:
+    def _rows(self, batch: Batch) -> tuple[list, list, list, decode.Derived | None]:
+        """The batch's block, transaction and package file rows, and its derived rows
+        (None with ``derive="none"``): computed before the write transaction opens."""
+        block_rows = [block_row(block) for block in batch.blocks]
+        tx_rows: list = []
+        file_rows: list = []
+        for tx in batch.transactions:
+            row, files = stored_transaction_row(tx)
+            tx_rows.append(row)
+            file_rows.extend(files)
+        derived = None
+        if self.derive == "all":
+            derived = decode.derive([stored_tx(row) for row in tx_rows])
+        return block_rows, tx_rows, file_rows, derived
+
+    async def _copy(self, conn: asyncpg.Connection, block_rows: list, tx_rows: list, file_rows: list) -> None:
         await conn.copy_records_to_table(
             sql.BLOCKS_TABLE,
             records=block_rows,
@@ -555,12 +618,62 @@ class Store:
                 columns=sql.TRANSACTION_COLUMNS,
                 schema_name=self.schema,
             )
+            await copy_package_files(conn, self.schema, file_rows)
 
     async def _write_checkpoints(self, conn: asyncpg.Connection, heights: Iterable[int]) -> None:
         """The checkpoints at ``heights`` (ascending), each chained from the one before;
         the rows of their heights must be in the database (this transaction's COPY)."""
         for height in heights:
             await conn.fetchval(self._sql.insert_checkpoint, height)
+
+    # -- derived tables ----------------------------------------------------------------------
+
+    async def decoder_state(self) -> DecoderState:
+        """The decoder version of the derived tables and the height they are complete to."""
+        async with self._errors("reading the decoder state"):
+            row = await self._pool.fetchrow(self._sql.decoder_state)
+        return DecoderState(version=row["version"], derived_to=row["derived_to"])
+
+    async def reset_derived(self) -> None:
+        """Empty every derived table (never package_files) and record this decoder's
+        version with nothing derived yet, in one transaction: the start of a full
+        re-derivation. Fenced by the writer lock like every write."""
+        async with self._writing("emptying the derived tables") as conn:
+            await conn.execute(self._sql.truncate_derived)
+            await conn.execute(self._sql.reset_decoder_state, decode.DECODER_VERSION)
+
+    async def nth_transaction_height(self, start: int, end: int, n: int) -> int | None:
+        """The height of the stored transaction that comes after the first ``n`` of
+        heights ``start..end``; None when they hold ``n`` or fewer."""
+        async with self._errors(f"reading transactions {start}..{end}"):
+            return await self._pool.fetchval(self._sql.nth_transaction_height, start, end, n)
+
+    async def stored_transactions(self, start: int, end: int) -> list[decode.StoredTx]:
+        """The stored transactions of heights ``start..end`` as the decoder takes them,
+        in height and index order (a pool connection: a re-derivation reads the next
+        batch while the writer connection stores the one before)."""
+        async with self._errors(f"reading the transactions of {start}..{end}"):
+            rows = await self._pool.fetch(self._sql.stored_transactions_between, start, end)
+        return [decode.StoredTx(*row) for row in rows]
+
+    async def write_rederived(self, start: int, end: int, derived: decode.Derived, *, clear: bool) -> None:
+        """Store ``derived``, the rows of heights ``start..end``, in one transaction.
+
+        ``clear``: first take the range's old derived rows back (balances, then the
+        rows); without it the range must hold none (after :meth:`reset_derived`).
+        Fenced by the writer lock like every write.
+        """
+        async with self._partitioned() as coverage, self._writing(
+            f"re-deriving heights {start}..{end}"
+        ) as conn:
+            if not self.durable_commits:
+                await conn.execute(sql.ASYNC_COMMIT)
+            # The stored heights have their partitions; this only reads the catalog if
+            # some were dropped, or once after start-up.
+            await coverage.ensure(conn, start, end)
+            if clear:
+                await take_back(conn, self._sql, start, end)
+            await write_derived(conn, self._sql, derived, start, end)
 
     @asynccontextmanager
     async def auditing(self) -> AsyncIterator[AuditReader]:

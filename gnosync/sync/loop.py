@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import structlog
@@ -221,6 +221,10 @@ class Follower:
     beats ``liveness`` (a whole catch-up is one turn of the loop, and must not look
     hung); metrics follow each step, and a catch-up shows ``progress``. At the tip,
     ``tip_summary`` logs one line a minute in place of the per-batch ones.
+
+    ``prepare`` runs each time this process becomes the writer, before it syncs: the
+    derived tables are brought up to date there (see
+    :func:`gnosync.sync.rederive.bring_up_to_date`). A retryable failure runs it again.
     """
 
     def __init__(
@@ -241,6 +245,7 @@ class Follower:
         progress: BackfillProgress | None = None,
         watcher: TipWatcher | None = None,
         tip_summary: TipSummary | None = None,
+        prepare: Callable[[], Awaitable[None]] | None = None,
     ):
         self.syncer = syncer
         self.batch_size = batch_size
@@ -259,6 +264,8 @@ class Follower:
         self.tip_summary = tip_summary or TipSummary()
         self.stopping = asyncio.Event()
         self._standby = False
+        self.prepare = prepare
+        self._prepared = False
 
     @property
     def stuck(self) -> str | None:
@@ -304,10 +311,18 @@ class Follower:
         return await self.syncer.source.lowest_height(tip)
 
     async def _ensure_writer(self) -> None:
-        """Hold the writer lock before writing; wait as a standby while another has it."""
+        """Hold the writer lock before writing; wait as a standby while another has it.
+        Once held, ``prepare`` runs (again after a failure, or a lock lost and regained)."""
         store = self.syncer.store
-        if store.is_writer:
-            return
+        if not store.is_writer:
+            await self._claim()
+            self._prepared = False
+        if not self._prepared and self.prepare is not None:
+            await self.prepare()
+        self._prepared = True
+
+    async def _claim(self) -> None:
+        store = self.syncer.store
 
         async def on_standby(leader: object) -> None:
             self._standby = True

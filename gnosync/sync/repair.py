@@ -57,12 +57,15 @@ def plan_repair(report: VerifyReport) -> tuple[list[tuple[int, int]], list[tuple
 
     A missing run or a checkpoint's segment is re-synced whole; a broken link or
     total at ``h`` re-syncs ``h-1..h`` (either side may be the damaged one); any other
-    problem at ``h`` re-syncs ``h``.
+    problem at ``h`` re-syncs ``h`` (its derived rows with it). A balance that is not
+    the sum of its transfers is no height's: :func:`repair` sums them all again.
     """
     resync: list[tuple[int, int]] = []
     strays: list[tuple[int, int]] = []
     for problem in report.problems:
         low, high = problem.span
+        if problem.kind == "balance":
+            continue  # not a height's fault: the balances are summed again instead
         if problem.kind == "orphan_tx":
             inside = report.start is not None and report.start <= low and high <= report.end
             (resync if inside else strays).append((low, high))
@@ -88,6 +91,7 @@ class RepairStore(AuditStore, Protocol):
     async def require_writer(self) -> None: ...
     async def replace_range(self, batch: Batch, *, chain_id: str) -> None: ...
     async def delete_orphan_transactions(self, start: int, end: int) -> int: ...
+    async def rebuild_balances(self) -> None: ...
     async def block_ref(self, height: int) -> BlockRef | None: ...
     async def block_link(self, height: int) -> BlockLink | None: ...
 
@@ -122,6 +126,9 @@ async def repair(
     deleted = 0
     for low, high in strays:
         deleted += await store.delete_orphan_transactions(low, high)
+    if any(problem.kind == "balance" for problem in before.problems):
+        await store.rebuild_balances()
+        log.info("GRC20 balances summed again from their transfers")
     for low, high in resync:
         chunks = list(batches(low, high, batch_size))
         for first, last in chunks:

@@ -23,6 +23,7 @@ from gnosync.errors import GnosyncError
 from gnosync.retry import RetryPolicy
 from gnosync.store.audit import MAX_HEIGHT, MIN_HEIGHT, AuditBounds, AuditReader
 from gnosync.store.checkpoints import checkpoint_checksum
+from gnosync.store.replica import ReplicaState, lag_warning
 from gnosync.sync.source_check import HashSources, stored_against_served
 from gnosync.sync.validate import Violation, chain_id_violation, link_violations
 
@@ -105,6 +106,7 @@ class VerifyReport:
     # What is worth knowing but is no damage: transaction hashes shared by identical
     # transactions (unsigned genesis ones can repeat byte for byte).
     notes: list[str] = field(default_factory=list)
+    replica: ReplicaState | None = None  # the server audited is a replica, this far behind
 
     @property
     def ok(self) -> bool:
@@ -132,6 +134,7 @@ class VerifyReport:
             "truncated": self.truncated,
             "derived": {"decoder_version": self.decoder_version, "derived_to": self.derived_to},
             "notes": self.notes,
+            "replica": None if self.replica is None else self.replica.to_json_dict(),
         }
 
     def text(self) -> str:
@@ -153,7 +156,12 @@ class VerifyReport:
                 head += f"; hashes compared with {self.source} for {low}..{high}"
         counts = self.counts()
         head += f"; {'clean' if self.ok else 'DAMAGED'}"
+        if self.replica is not None:
+            head += f"; ran on {self.replica.describe()}"
         lines = [head]
+        warning = lag_warning(self.replica)
+        if warning is not None:
+            lines.append(f"warning: {warning}")
         for kind, count in counts.items():
             of_kind = [p for p in self.problems if p.kind == kind]
             shown = ", ".join(_where(p) for p in of_kind[:SHOWN])
@@ -202,15 +210,17 @@ async def audit(
     show as missing), and transactions at any height. All store checks read one
     snapshot. With ``source``, the stored hashes are compared with the served ones
     up to the source's height, 10,000 heights per request; source calls go through
-    ``policy`` when given.
+    ``policy`` when given. On a replica the report says how far behind its primary
+    the audited snapshot is (``replica``).
     """
     if start is not None and end is not None and end < start:
         raise ValueError(f"end {end} is below start {start}")
     async with store.auditing() as reader:
         await reader.check_schema()
+        replica = await reader.replica()
         bounds = await reader.bounds()
         low, high = _range(bounds, start, end)
-        report = VerifyReport(start=low, end=high)
+        report = VerifyReport(start=low, end=high, replica=replica)
         if low is None:
             if start is None and end is None:
                 if bounds.min_tx_height is not None:  # transactions, but not one block
@@ -399,14 +409,17 @@ async def _check_derived(report: VerifyReport, reader: AuditReader, low: int, hi
     if derived_to is not None and derived_to >= low:
         top = min(high, derived_to)
         rows = await reader.derived_counts(low, top, limit)
+        first_of: dict[int, Any] = {}
+        for row in rows:  # one problem per height, naming its first such transaction
+            first_of.setdefault(row["height"], row)
         _add(report, "derived", rows, limit, (
             Problem(
-                "derived", row["height"],
-                f"transaction {row['height']}/{row['tx_index']} holds {row['served_messages']}"
+                "derived", height,
+                f"transaction {height}/{row['tx_index']} holds {row['served_messages']}"
                 f" messages and {row['served_events']} events, {row['messages']} and"
                 f" {row['events']} are derived",
             )
-            for row in rows
+            for height, row in first_of.items()
         ))
     rows = await reader.balances(limit)
     _add(report, "balance", rows, limit, (

@@ -3,9 +3,14 @@
 -- Every table here except package_files is derived: gnosync.decode computes its rows
 -- from a stored transaction (success, messages, response), and they are written in the
 -- transaction that commits that transaction's block, or rebuilt by `gnosync rederive`.
--- Derived rows reference their transaction with ON DELETE CASCADE, so deleting blocks
--- (repair) takes them along. package_files is stored data: the bodies of the package
--- files that transactions.messages no longer repeats.
+-- messages, events and package_files reference their transaction with ON DELETE
+-- CASCADE. tx_accounts, coin_transfers, grc20_transfers and packages do not: a foreign
+-- key check is a trigger call per inserted row, and on a dense chain those checks cost
+-- PostgreSQL more than the rows themselves (several rows per transaction); gnosync
+-- deletes their rows by height range wherever it deletes transactions (repair, rederive,
+-- orphan clean-up), and verify counts derived rows against the stored JSON.
+-- package_files is stored data: the bodies of the package files that
+-- transactions.messages no longer repeats.
 
 -- What the derived tables hold: rows of decoder `version` for every stored height up to
 -- `derived_to` (null: none). One row.
@@ -97,11 +102,9 @@ CREATE TABLE tx_accounts (
     block_height bigint  NOT NULL,
     tx_index     integer NOT NULL,
     role         text    NOT NULL CHECK (role IN ('sender', 'recipient', 'event')),
-    PRIMARY KEY (address, block_height, tx_index, role),
-    FOREIGN KEY (block_height, tx_index)
-        REFERENCES transactions (block_height, tx_index) ON DELETE CASCADE
+    PRIMARY KEY (address, block_height, tx_index, role)
 );
--- For the cascade from transactions and for re-deriving a height range.
+-- For deleting and re-deriving a height range.
 CREATE INDEX tx_accounts_tx_idx ON tx_accounts (block_height, tx_index);
 COMMENT ON TABLE tx_accounts IS 'Every address a transaction involves: all transactions of an address are one index scan.';
 COMMENT ON COLUMN tx_accounts.address IS 'A bech32 address (g1...).';
@@ -135,9 +138,7 @@ CREATE TABLE packages (
     msg_index    integer NOT NULL,
     file_count   integer NOT NULL,
     bytes        bigint  NOT NULL,
-    address      text    NOT NULL,
-    FOREIGN KEY (block_height, tx_index)
-        REFERENCES transactions (block_height, tx_index) ON DELETE CASCADE
+    address      text    NOT NULL
 );
 CREATE INDEX packages_creator_idx ON packages (creator, block_height);
 CREATE INDEX packages_height_idx ON packages (block_height, tx_index);
@@ -162,13 +163,9 @@ CREATE TABLE coin_transfers (
     denom        text    NOT NULL,
     amount       numeric NOT NULL,
     source       text    NOT NULL CHECK (source IN ('send', 'call', 'add_package', 'run')),
-    PRIMARY KEY (block_height, tx_index, msg_index, coin_index),
-    FOREIGN KEY (block_height, tx_index)
-        REFERENCES transactions (block_height, tx_index) ON DELETE CASCADE
+    PRIMARY KEY (block_height, tx_index, msg_index, coin_index)
 );
 CREATE INDEX coin_transfers_amount_idx ON coin_transfers (denom, amount DESC);
-CREATE INDEX coin_transfers_from_idx ON coin_transfers (from_address, block_height);
-CREATE INDEX coin_transfers_to_idx ON coin_transfers (to_address, block_height);
 COMMENT ON TABLE coin_transfers IS 'Native coins moved by successful messages, one row per coin of a coin string. Coins that realm code moves internally are not visible in transactions and are not here.';
 COMMENT ON COLUMN coin_transfers.block_height IS 'Height of the block holding the transaction.';
 COMMENT ON COLUMN coin_transfers.tx_index IS 'Index of the transaction in its block.';
@@ -190,9 +187,7 @@ CREATE TABLE grc20_transfers (
     to_address   text,
     amount       numeric(78, 0) NOT NULL,
     kind         text           NOT NULL CHECK (kind IN ('transfer', 'mint', 'burn')),
-    PRIMARY KEY (block_height, tx_index, event_index),
-    FOREIGN KEY (block_height, tx_index)
-        REFERENCES transactions (block_height, tx_index) ON DELETE CASCADE
+    PRIMARY KEY (block_height, tx_index, event_index)
 );
 CREATE INDEX grc20_transfers_token_idx ON grc20_transfers (token, block_height);
 CREATE INDEX grc20_transfers_from_idx ON grc20_transfers (from_address, token, block_height);
