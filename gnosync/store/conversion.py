@@ -122,8 +122,8 @@ async def validate_bound(conn: asyncpg.Connection, statements: sql.Statements) -
 
 async def swap_transactions(conn: asyncpg.Connection, statements: sql.Statements) -> bool:
     """Step 3: ``transactions`` becomes partitioned (see :func:`_swap`), and the foreign
-    keys of the seven tables that reference it are re-pointed at the new parent as NOT
-    VALID (no scan; they hold for every new row at once)."""
+    keys that reference it are re-pointed at the new parent as NOT VALID (no scan; they
+    hold for every new row at once)."""
     if (await _kinds(conn)).get(TRANSACTIONS) != "r":
         return False
     referencing = await conn.fetch(_REFERENCING, TRANSACTIONS)

@@ -23,16 +23,16 @@
 --     FOR VALUES FROM (MINVALUE) TO (X): the validated CHECK proves the partition bound,
 --     so ATTACH does not scan; the existing indexes are adopted as the parent's index
 --     partitions (none is built) and the existing foreign key to blocks is adopted
---     without a check. The seven foreign keys that referenced the old table are
---     dropped and added again, pointing at the new parent, NOT VALID (no scan; every new
---     row is checked at once). One transaction, ACCESS EXCLUSIVE on transactions and on
+--     without a check. The foreign keys that referenced the old table (those of
+--     messages, events and package_files) are dropped and added again, pointing at the
+--     new parent, NOT VALID (no scan; every new row is checked at once). One transaction, ACCESS EXCLUSIVE on transactions and on
 --     the referencing tables for the moments of these catalog changes.
 --  4. VALIDATE of each re-pointed foreign key, one per transaction: a read of the
 --     referencing table and index probes into transactions, under SHARE UPDATE
 --     EXCLUSIVE (ROW SHARE on transactions); nothing is rewritten. Until then, the
 --     keys' old rows were checked against the same rows, now the first partition.
---  5. messages, events, tx_accounts, one per transaction, as in 3: their validated
---     foreign key to the new transactions is adopted by their new parent unchecked.
+--  5. messages, events, tx_accounts, one per transaction, as in 3: a validated foreign
+--     key to the new transactions is adopted by the new parent unchecked.
 --
 -- A schema that held no rows (X = 0) keeps _initial partitions for the heights below 0:
 -- always empty, and cheaper to keep than to drop (dropping one that foreign keys
