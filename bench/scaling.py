@@ -46,6 +46,7 @@ import argparse
 import asyncio
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,12 +311,16 @@ async def main() -> None:
         sides = [Side("plain", plain_dsn, False, {}), Side("partitioned", part_dsn, True, {})]
         for side in sides:
             await prepare(side)
+        config = Path(tempfile.mkdtemp(prefix="gnosync-scaling-")) / "gnosync.toml"
+        # gnosync's own partitions take the bench's size too (GNOSYNC_* is not passed on).
+        config.write_text(f"partition_size = {args.partition_size}\n")
         with devnet_process("--profile", "dense", "--blocks", str(args.sync_blocks)) as (url, _):
             for side in sides:
                 done = await asyncio.to_thread(
                     run_measured,
                     [*GNOSYNC, "sync", "--from", "0", "--to", str(args.sync_blocks), "--source", url,
-                     "--db", side.dsn, "--log-level", "warning", "--log-format", "json"],
+                     "--db", side.dsn, "--config", str(config), "--log-level", "warning",
+                     "--log-format", "json"],
                 )
                 if done.returncode != 0:
                     raise SystemExit(f"gnosync sync failed on {side.name}:\n{done.stderr[-2000:]}")
