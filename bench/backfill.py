@@ -60,7 +60,8 @@ from bench.harness import DEFAULT_PG, GNOSYNC, devnet_process, machine, run_meas
 from gnosync.model import Batch  # noqa: E402
 from gnosync.settings import Settings  # noqa: E402
 from gnosync.source.pool import SourcePool  # noqa: E402
-from gnosync.store import Store  # noqa: E402
+from gnosync.store import Store, sql  # noqa: E402
+from gnosync.store.partitions import ensure_partitions  # noqa: E402
 from gnosync.sync.pipeline import RangeSizer, batch_bytes  # noqa: E402
 from gnosync.sync.syncer import fetch_batch  # noqa: E402
 
@@ -242,14 +243,20 @@ async def ceiling(dsn: str, tables: tuple[str, ...], label: str) -> Result:
             for name in tables:
                 files[name] = str(Path(folder) / name)
                 await conn.copy_from_table(name, schema_name="indexer", output=files[name], format="binary")
+            low, high = await conn.fetchrow("SELECT min(height), max(height) FROM indexer.blocks")
             started = time.perf_counter()
             async with conn.transaction():
                 if not DEFAULTS.durable_commits:
                     await conn.execute("SET LOCAL synchronous_commit TO off")
+                # As a commit does: the partitions of the heights, in the transaction.
+                await ensure_partitions(
+                    conn, sql.Statements(CEILING_SCHEMA), None, low, high, DEFAULTS.partition_size
+                )
                 for name in tables:
                     await conn.copy_to_table(name, schema_name=CEILING_SCHEMA, source=files[name], format="binary")
             seconds = time.perf_counter() - started
         await conn.execute(f"DROP SCHEMA {CEILING_SCHEMA} CASCADE")
+        await conn.execute(f"DROP SCHEMA {sql.partitions_schema(CEILING_SCHEMA)} CASCADE")
     finally:
         await conn.close()
     blocks, txs = await stored_counts(dsn)

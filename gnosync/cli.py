@@ -102,6 +102,7 @@ async def _store(settings: Settings, *, migrate: bool, dsn: str | None = None) -
         checkpoint_every=settings.checkpoint_every,
         durable_commits=settings.durable_commits,
         derive=settings.derive,
+        partition_size=settings.partition_size,
     )
     try:
         if migrate:

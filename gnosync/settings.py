@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     derive: Literal["all", "none"] = Field(
         "all", description="decoded tables written with each batch: all, or none (raw rows only)"
     )
+    partition_size: int = Field(
+        1_000_000, ge=1, description="heights per partition of the tables that grow"
+    )
 
     @field_validator("source")
     @classmethod

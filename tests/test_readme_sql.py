@@ -104,8 +104,12 @@ def with_values(query: str, values: dict[str, str]) -> str:
 
 
 def plan_nodes(plan: dict) -> list[tuple[str, str | None]]:
-    """(node type, relation) of every node of an EXPLAIN (FORMAT JSON) plan."""
-    nodes = [(plan["Node Type"], plan.get("Relation Name"))]
+    """(node type, relation) of every node of an EXPLAIN (FORMAT JSON) plan; a partition
+    (``<table>_initial``, ``<table>_p<height>``) counts as its partitioned table."""
+    relation = plan.get("Relation Name")
+    if relation is not None:
+        relation = re.sub(r"_(initial|p\d{12})$", "", relation)
+    nodes = [(plan["Node Type"], relation)]
     for child in plan.get("Plans", []):
         nodes.extend(plan_nodes(child))
     return nodes

@@ -7,6 +7,7 @@ a transaction-local ``search_path`` (see :mod:`gnosync.store.migrate`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 # Column order of the binary COPY; ``gnosync.store.rows`` builds tuples in this order.
@@ -106,6 +107,11 @@ COIN_TRANSFERS_TABLE = "coin_transfers"
 GRC20_TRANSFERS_TABLE = "grc20_transfers"
 GRC20_BALANCES_TABLE = "grc20_balances"
 GRC20_TOKENS_TABLE = "grc20_tokens"
+# The tables partitioned by RANGE (block_height) (migration 0005); gnosync creates their
+# partitions, all four with the same bounds, in the schema named by partitions_schema().
+PARTITIONED_TABLES: tuple[str, ...] = (
+    TRANSACTIONS_TABLE, MESSAGES_TABLE, EVENTS_TABLE, TX_ACCOUNTS_TABLE,
+)
 # Every table of a migrated schema.
 TABLES: tuple[str, ...] = (
     BLOCKS_TABLE, TRANSACTIONS_TABLE, CHECKPOINTS_TABLE, APP_STATE_TABLE, MIGRATIONS_TABLE,
@@ -210,6 +216,33 @@ def _segment(blocks: str, txs: str, low: str, high: str, previous: str) -> str:
         f" FROM {txs} sg_t WHERE sg_t.block_height > {low} AND sg_t.block_height <= {high}"
         ") l"
     )
+
+
+def partitions_schema(schema: str) -> str:
+    """The schema that holds the partitions of ``schema``'s partitioned tables: apart, so
+    that ``schema`` lists only the tables people query (psql, PostGraphile, Hasura)."""
+    name = f"{schema}_partitions"
+    if len(name.encode()) <= 63:
+        return name
+    digest = hashlib.sha256(schema.encode()).hexdigest()[:8]
+    head = schema.encode()[:40].decode(errors="ignore")
+    return f"{head}_{digest}_partitions"
+
+
+def create_partition(schema: str, table: str, name: str, low: int, high: int) -> list[str]:
+    """The statements that add partition ``name`` (heights ``low`` to ``high`` - 1) to
+    ``schema.table``: a table LIKE the parent, then ATTACH. ATTACH locks the parent
+    SHARE UPDATE EXCLUSIVE, which readers never wait for (CREATE TABLE ... PARTITION OF
+    would take ACCESS EXCLUSIVE on it); the new table is empty, so its check is instant
+    and the parent's indexes and foreign keys are created on it at once."""
+    parent = f"{quote_ident(schema)}.{quote_ident(table)}"
+    child = f"{quote_ident(partitions_schema(schema))}.{quote_ident(name)}"
+    return [
+        f"CREATE TABLE {child} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS"
+        " INCLUDING STORAGE INCLUDING COMPRESSION)",
+        f"ALTER TABLE {parent} ATTACH PARTITION {child}"
+        f" FOR VALUES FROM ({int(low)}) TO ({int(high)})",
+    ]
 
 
 def create_database(name: str) -> str:
@@ -498,6 +531,21 @@ class Statements:
             " ON s.token = b.token AND s.address = b.address"
             " WHERE COALESCE(b.balance, 0) <> COALESCE(s.total, 0)"
             " ORDER BY 5, 1, 2 LIMIT $1"
+        )
+        # -- partitions (gnosync.store.partitions) --------------------------------------
+        # Each partitioned table of the schema ($2: their names) with its partitions'
+        # bounds (pg_get_expr text); a table with none yet gives one row with null bound.
+        self.create_partitions_schema = (
+            f"CREATE SCHEMA IF NOT EXISTS {quote_ident(partitions_schema(schema))}"
+        )
+        self.partition_bounds = (
+            "SELECT p.relname::text AS parent, c.relname::text AS name,"
+            " pg_get_expr(c.relpartbound, c.oid) AS bound"
+            " FROM pg_class p JOIN pg_namespace n ON n.oid = p.relnamespace"
+            " LEFT JOIN pg_inherits i ON i.inhparent = p.oid"
+            " LEFT JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE n.nspname = $1 AND p.relkind = 'p' AND p.relname = ANY($2::text[])"
+            " ORDER BY 1, 2"
         )
         self.block_link = (
             "SELECT height, hash, last_block_hash, total_txs, num_txs, chain_id"

@@ -29,6 +29,7 @@ from gnosync.store.lock import (
 from gnosync.store.audit import MAX_HEIGHT, MIN_HEIGHT, AuditReader, BlockLink
 from gnosync.store.checkpoints import boundaries
 from gnosync.store.migrate import apply_migrations
+from gnosync.store.partitions import Coverage, ensure_partitions
 from gnosync.store.rows import block_row, stored_transaction_row, stored_tx
 from gnosync.store.state import SyncStateRepository, check_status
 from gnosync.model import Batch, BlockRef
@@ -87,12 +88,19 @@ class Store:
         checkpoint_every: int = 10_000,
         durable_commits: bool = True,
         derive: str = "all",
+        partition_size: int = 1_000_000,
     ):
         if checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be 0 or more, got {checkpoint_every}")
         if derive not in DERIVE_MODES:
             raise ValueError(f"derive must be one of {', '.join(DERIVE_MODES)}, got {derive!r}")
+        if partition_size < 1:
+            raise ValueError(f"partition_size must be at least 1, got {partition_size}")
         self.derive = derive
+        # Heights per partition that gnosync creates (see gnosync.store.partitions), and
+        # the heights known to have partitions: None until the first write reads them.
+        self.partition_size = partition_size
+        self._coverage: Coverage | None = None
         self._pool = pool
         self._sql = sql.Statements(schema)
         self.schema = schema
@@ -130,6 +138,7 @@ class Store:
         checkpoint_every: int = 10_000,
         durable_commits: bool = True,
         derive: str = "all",
+        partition_size: int = 1_000_000,
     ) -> Store:
         """Open a pool to ``dsn`` (URI or key=value form); fails fast if it cannot connect.
 
@@ -138,6 +147,8 @@ class Store:
         """
         if checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every must be 0 or more, got {checkpoint_every}")
+        if partition_size < 1:
+            raise ConfigError(f"partition_size must be at least 1, got {partition_size}")
         try:
             sql.quote_ident(schema)
         except ValueError as exc:
@@ -181,6 +192,7 @@ class Store:
             checkpoint_every=checkpoint_every,
             durable_commits=durable_commits,
             derive=derive,
+            partition_size=partition_size,
         )
 
     @property
@@ -450,6 +462,7 @@ class Store:
 
     async def migrate(self) -> list[str]:
         """Apply pending migrations; returns the names of those applied now."""
+        self._coverage = None  # a migration may partition the tables
         async with self._errors(f"migrating schema {self.schema!r}"):
             async with self._pool.acquire() as conn:
                 applied = await apply_migrations(conn, self._sql)
@@ -466,7 +479,8 @@ class Store:
     async def commit_batch(self, batch: Batch, *, chain_id: str, status: str) -> None:
         """Store ``batch`` and advance app_state, atomically.
 
-        In one transaction: binary COPY of the blocks, of the transactions (package file
+        In one transaction: the partitions its heights lack (see
+        :mod:`gnosync.store.partitions`), binary COPY of the blocks, of the transactions (package file
         bodies split out of ``messages``) and of the package files; with ``derive="all"``
         the batch's decoded rows (see :func:`gnosync.store.derived.write_derived`); the
         checkpoints at the batch's heights that are multiples of ``checkpoint_every``
@@ -484,9 +498,12 @@ class Store:
         top = _check_batch(batch)
         check_status(status)
         block_rows, tx_rows, file_rows, derived = self._prepared(batch)
-        async with self._writing(f"committing blocks {batch.start}..{batch.end}") as conn:
+        async with self._partitioned() as coverage, self._writing(
+            f"committing blocks {batch.start}..{batch.end}"
+        ) as conn:
             if not self.durable_commits:
                 await conn.execute(sql.ASYNC_COMMIT)
+            await coverage.ensure(conn, batch.start, batch.end)
             await self._copy(conn, block_rows, tx_rows, file_rows)
             if derived is not None:
                 await write_derived(conn, self._sql, derived, batch.start, batch.end)
@@ -517,7 +534,10 @@ class Store:
         top = _check_batch(batch)
         block_rows, tx_rows, file_rows, derived = self._rows(batch)
         start, end = batch.start, batch.end
-        async with self._writing(f"replacing blocks {start}..{end}") as conn:
+        async with self._partitioned() as coverage, self._writing(
+            f"replacing blocks {start}..{end}"
+        ) as conn:
+            await coverage.ensure(conn, start, end)
             had = [row["height"] for row in await conn.fetch(self._sql.checkpoint_heights, start, end)]
             await take_back(conn, self._sql, start, end)
             await conn.execute(self._sql.delete_transactions_between, start, end)
@@ -577,6 +597,20 @@ class Store:
         if ahead is not None and ahead[0] is batch:
             return ahead[1]
         return self._rows(batch)
+
+    @asynccontextmanager
+    async def _partitioned(self) -> AsyncIterator[_Partitioning]:
+        """Partitions for one write transaction, opened inside this context: what it
+        creates becomes known only once the transaction has committed, and any failure
+        forgets what was known (a partition may have been dropped by hand)."""
+        partitioning = _Partitioning(self)
+        try:
+            yield partitioning
+        except BaseException:
+            self._coverage = None
+            raise
+        if partitioning.coverage is not None:
+            self._coverage = partitioning.coverage
 
     def _rows(self, batch: Batch) -> tuple[list, list, list, decode.Derived | None]:
         """The batch's block, transaction and package file rows, and its derived rows
@@ -652,9 +686,14 @@ class Store:
         rows); without it the range must hold none (after :meth:`reset_derived`).
         Fenced by the writer lock like every write.
         """
-        async with self._writing(f"re-deriving heights {start}..{end}") as conn:
+        async with self._partitioned() as coverage, self._writing(
+            f"re-deriving heights {start}..{end}"
+        ) as conn:
             if not self.durable_commits:
                 await conn.execute(sql.ASYNC_COMMIT)
+            # The stored heights have their partitions; this only reads the catalog if
+            # some were dropped, or once after start-up.
+            await coverage.ensure(conn, start, end)
             if clear:
                 await take_back(conn, self._sql, start, end)
             await write_derived(conn, self._sql, derived, start, end)
@@ -698,6 +737,22 @@ class Store:
         async with self._errors(f"reading block hashes {start}..{end}"):
             rows = await self._pool.fetch(self._sql.block_hashes, start, end)
         return {row["height"]: row["hash"] for row in rows}
+
+
+class _Partitioning:
+    """The partitions one write transaction creates (see :meth:`Store._partitioned`)."""
+
+    def __init__(self, store: Store):
+        self._store = store
+        self.coverage: Coverage | None = None
+
+    async def ensure(self, conn: asyncpg.Connection, start: int, end: int) -> None:
+        """Partitions for heights ``start..end``, created in ``conn``'s transaction,
+        before any row of them is written."""
+        store = self._store
+        self.coverage = await ensure_partitions(
+            conn, store._sql, self.coverage or store._coverage, start, end, store.partition_size
+        )
 
 
 def _check_batch(batch: Batch):

@@ -1,0 +1,45 @@
+-- gnosync schema, version 5: the tables that grow are partitioned by height.
+--
+-- steps: gnosync.store.conversion
+--
+-- transactions, messages, events and tx_accounts become partitioned by RANGE
+-- (block_height). Their partitions live in the schema "<schema>_partitions", so this
+-- schema still lists only the tables people query; gnosync creates the partitions it
+-- needs (partition_size heights each) in the transaction of the batch that first
+-- reaches their heights. Each existing table becomes, rows untouched, the first
+-- partition "<table>_initial", for every height below X, the first height above all
+-- stored rows. The runner calls the steps of gnosync.store.conversion, each in its own
+-- transaction and each finding in the catalog what is already done, so a conversion
+-- stopped at any point goes on from there the next time gnosync migrates:
+--
+--  1. a CHECK (block_height < X) NOT VALID on the four tables: catalog only, ACCESS
+--     EXCLUSIVE for an instant. From then on a row at X or above is refused (a gnosync
+--     still running the old version sees its commits fail, consistently, until it stops).
+--  2. VALIDATE of each CHECK, one table per transaction: a full read under SHARE UPDATE
+--     EXCLUSIVE, during which reads and writes go on; no row is rewritten.
+--  3. transactions is renamed transactions_initial and moved to the partitions schema,
+--     a partitioned "transactions" is created LIKE it (columns, defaults, checks,
+--     indexes, comments, its foreign key to blocks) and transactions_initial is attached
+--     FOR VALUES FROM (MINVALUE) TO (X): the validated CHECK proves the partition bound,
+--     so ATTACH does not scan; the existing indexes are adopted as the parent's index
+--     partitions (none is built) and the existing foreign key to blocks is adopted
+--     without a check. The foreign keys that referenced the old table (those of
+--     messages, events and package_files) are dropped and added again, pointing at the
+--     new parent, NOT VALID (no scan; every new row is checked at once). One transaction, ACCESS EXCLUSIVE on transactions and on
+--     the referencing tables for the moments of these catalog changes.
+--  4. VALIDATE of each re-pointed foreign key, one per transaction: a read of the
+--     referencing table and index probes into transactions, under SHARE UPDATE
+--     EXCLUSIVE (ROW SHARE on transactions); nothing is rewritten. Until then, the
+--     keys' old rows were checked against the same rows, now the first partition.
+--  5. messages, events, tx_accounts, one per transaction, as in 3: a validated foreign
+--     key to the new transactions is adopted by the new parent unchecked.
+--
+-- A schema that held no rows (X = 0) keeps _initial partitions for the heights below 0:
+-- always empty, and cheaper to keep than to drop (dropping one that foreign keys
+-- reference takes a DETACH, which PostgreSQL 16.2 gets wrong).
+--
+-- Why nothing can be lost: no step copies or deletes rows; each swap is one
+-- transaction, so a reader sees the old table or the new parent, never neither; and
+-- every unique key of the partitioned tables already contained block_height (PostgreSQL
+-- requires it): the primary keys are unchanged, so a duplicate is refused as before.
+-- Stop gnosync before upgrading it; the new gnosync runs this when it starts.
