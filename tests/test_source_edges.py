@@ -127,7 +127,7 @@ async def test_answers_too_slow_to_build_whole_shrink_the_range(devnet, db_dsn):
     1 ms per KB cannot answer a large range within a short timeout, but smaller ranges
     fit. The sync ends exact instead of timing out on the same range forever."""
     faults = Faults(build_ms_per_kb=2.0)
-    chain, url = devnet(blocks=600, seed=4, dense_start=50, dense_length=300, dense_txs=(10, 20), faults=faults)
+    chain, url = devnet(blocks=600, seed=4, dense_start=50, dense_length=120, dense_txs=(10, 20), faults=faults)
     added, health = await sync_with([url], db_dsn, 0, 600, timeout=1.0, batch_size=600,
                                     policy=RetryPolicy(initial=0.01, maximum=0.1, attempts=200))
     assert added == 601
