@@ -184,7 +184,7 @@ class AuditReader:
 
     async def decoder_state(self) -> tuple[int, int | None]:
         """(decoder version, derived_to) of the derived tables."""
-        (row,) = await self._fetch("reading the decoder state", self._sql.audit_decoder_state)
+        (row,) = await self._fetch("reading the decoder state", self._sql.decoder_state)
         return row["version"], row["derived_to"]
 
     async def derived_counts(self, start: int, end: int, limit: int) -> list[asyncpg.Record]:

@@ -483,12 +483,10 @@ class Statements:
             " ORDER BY 1 LIMIT $5"
         )
         # -- audit of the derived tables ------------------------------------------------
-        decoder_state = f"{s}.{quote_ident(DECODER_STATE_TABLE)}"
         messages = f"{s}.{quote_ident(MESSAGES_TABLE)}"
         events = f"{s}.{quote_ident(EVENTS_TABLE)}"
         grc20_transfers = f"{s}.{quote_ident(GRC20_TRANSFERS_TABLE)}"
         grc20_balances = f"{s}.{quote_ident(GRC20_BALANCES_TABLE)}"
-        self.audit_decoder_state = f"SELECT version, derived_to FROM {decoder_state}"
         # Transactions in $1..$2 whose derived message or event rows are not as many as
         # the stored JSON's; $3 caps the rows.
         served_messages = (
